@@ -1,0 +1,27 @@
+# Two commands matter: `make run` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/logpipe.toml
+
+.PHONY: run test venv bench clean
+
+$(BIN)/logpipe: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/logpipe
+
+venv: $(BIN)/logpipe
+
+run: venv
+	$(BIN)/logpipe run -c $(CONFIG)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/bench_parse.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache
