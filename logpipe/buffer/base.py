@@ -1,0 +1,113 @@
+"""The buffer contract: what sits between the pipeline and one sink's delivery loop.
+
+A record is one encoded event (JSON bytes, no trailing newline). The pipeline pushes
+chunks of records; the delivery loop takes batches and acknowledges them once the sink
+has confirmed. Until acknowledged, a batch's records still count in the buffer's size.
+
+Contract:
+- ``push(records, nbytes)`` is synchronous and never blocks or drops: the caller (the
+  pipeline's sink lane) applies ``when_full`` *before* pushing, using ``is_full``.
+- ``next_batch(max_events, max_bytes, max_age_s)`` waits until there are ``max_events``
+  records or ``max_bytes`` bytes, or the oldest waiting record is ``max_age_s`` old, then
+  returns up to those limits (a single record larger than ``max_bytes`` forms a batch of
+  its own). After ``close()`` it returns what is left without waiting, then ``None``.
+- ``ack(batch)`` forgets the batch for good.
+- Pressure: ``on_pressure(True)`` is called when the size reaches ``max_bytes`` and
+  ``on_pressure(False)`` when it falls back under the low watermark; sources pause and
+  resume reading on these edges (hysteresis keeps them from flapping).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+__all__ = ["Batch", "Buffer", "LOW_WATERMARK"]
+
+# Resume reading when the buffer has drained to this fraction of max_bytes.
+LOW_WATERMARK = 0.8
+
+
+class Batch:
+    """Records handed to a sink together. ``id`` is stable for the records it covers (the
+    disk buffer derives it from their position, so it survives restarts), which lets a sink
+    make retries idempotent. ``created`` is the monotonic time its oldest record arrived."""
+
+    __slots__ = ("id", "records", "nbytes", "created", "token")
+
+    def __init__(self, batch_id: str, records: list[bytes], nbytes: int, created: float, token: object = None) -> None:
+        self.id = batch_id
+        self.records = records
+        self.nbytes = nbytes
+        self.created = created
+        self.token = token  # the buffer's own bookkeeping for ack()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def split(self) -> tuple["Batch", "Batch"]:
+        """Two halves, for isolating a record the sink rejects; ids stay derivable."""
+        mid = len(self.records) // 2
+        left, right = self.records[:mid], self.records[mid:]
+        return (
+            Batch(self.id + ".0", left, sum(map(len, left)) + len(left), self.created),
+            Batch(self.id + ".1", right, sum(map(len, right)) + len(right), self.created),
+        )
+
+
+class Buffer:
+    """Base class with the pressure bookkeeping; subclasses implement storage."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._low = int(max_bytes * LOW_WATERMARK)
+        self._pressure = False
+        self.on_pressure: Callable[[bool], None] | None = None
+
+    # size, as counted against max_bytes: waiting plus unacknowledged
+    @property
+    def bytes(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def events(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def is_full(self) -> bool:
+        return self.bytes >= self.max_bytes
+
+    def oldest_age_s(self) -> float:
+        """Age of the oldest unacknowledged record, 0 when empty."""
+        return 0.0
+
+    def _check_pressure(self) -> None:
+        size = self.bytes
+        if not self._pressure and size >= self.max_bytes:
+            self._pressure = True
+            if self.on_pressure:
+                self.on_pressure(True)
+        elif self._pressure and size < self._low:
+            self._pressure = False
+            if self.on_pressure:
+                self.on_pressure(False)
+
+    def push(self, records: list[bytes], nbytes: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def next_batch(self, max_events: int, max_bytes: int, max_age_s: float) -> Batch | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def ack(self, batch: Batch) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        """Stop waiting for more: ``next_batch`` drains what is left, then returns None."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release files and persist state. Unacknowledged data of a durable buffer stays."""
+
+
+def now() -> float:
+    return time.monotonic()

@@ -1,0 +1,130 @@
+"""In-memory buffer: a deque of pushed chunks, bounded in bytes by the sink lane.
+
+Nothing here survives the process. On a graceful stop the delivery loop drains it into
+the sink for up to ``daemon.shutdown_timeout_s``; what the sink still refuses then is
+counted as dropped with reason ``shutdown`` and logged (use the disk buffer to keep it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+
+from .base import Batch, Buffer
+
+__all__ = ["MemoryBuffer"]
+
+
+class MemoryBuffer(Buffer):
+    def __init__(self, name: str, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self.name = name
+        # Each chunk: [records, nbytes, arrival time]; the head chunk is sliced in place
+        # when a batch takes only part of it.
+        self._chunks: collections.deque[list] = collections.deque()
+        self._waiting_events = 0
+        self._waiting_bytes = 0
+        self._inflight_events = 0
+        self._inflight_bytes = 0
+        self._inflight_oldest: dict[int, float] = {}
+        self._seq = itertools.count(1)
+        self._wakeup = asyncio.Event()
+        self._want_events = 1
+        self._want_bytes = 1
+        self._closed = False
+
+    @property
+    def bytes(self) -> int:
+        return self._waiting_bytes + self._inflight_bytes
+
+    @property
+    def events(self) -> int:
+        return self._waiting_events + self._inflight_events
+
+    def oldest_age_s(self) -> float:
+        times = list(self._inflight_oldest.values())
+        if self._chunks:
+            times.append(self._chunks[0][2])
+        return time.monotonic() - min(times) if times else 0.0
+
+    def push(self, records: list[bytes], nbytes: int) -> None:
+        if not records:
+            return
+        was_empty = not self._chunks
+        self._chunks.append([records, nbytes, time.monotonic()])
+        self._waiting_events += len(records)
+        self._waiting_bytes += nbytes
+        # Wake the delivery loop only on the edges it cares about, not on every chunk.
+        if was_empty or self._waiting_events >= self._want_events or self._waiting_bytes >= self._want_bytes:
+            self._wakeup.set()
+        self._check_pressure()
+
+    async def next_batch(self, max_events: int, max_bytes: int, max_age_s: float) -> Batch | None:
+        self._want_events, self._want_bytes = max_events, max_bytes
+        while True:
+            if self._chunks:
+                if self._closed or self._waiting_events >= max_events or self._waiting_bytes >= max_bytes:
+                    return self._take(max_events, max_bytes)
+                wait = self._chunks[0][2] + max_age_s - time.monotonic()
+                if wait <= 0:
+                    return self._take(max_events, max_bytes)
+            elif self._closed:
+                return None
+            else:
+                wait = None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+            except TimeoutError:
+                pass
+
+    def _take(self, max_events: int, max_bytes: int) -> Batch:
+        records: list[bytes] = []
+        nbytes = 0
+        chunks = self._chunks
+        created = chunks[0][2]
+        while chunks and len(records) < max_events:
+            chunk = chunks[0]
+            chunk_records, chunk_bytes = chunk[0], chunk[1]
+            room = max_events - len(records)
+            if len(chunk_records) <= room and (nbytes + chunk_bytes <= max_bytes or not records):
+                records += chunk_records
+                nbytes += chunk_bytes
+                chunks.popleft()
+                continue
+            # Take part of the head chunk: as many records as fit both limits.
+            taken = 0
+            size = 0
+            for record in chunk_records[:room]:
+                if records or taken:
+                    if nbytes + size + len(record) + 1 > max_bytes:
+                        break
+                size += len(record) + 1
+                taken += 1
+            if taken == 0:
+                break
+            records += chunk_records[:taken]
+            nbytes += size
+            chunk[0] = chunk_records[taken:]
+            chunk[1] = chunk_bytes - size
+            break
+        self._waiting_events -= len(records)
+        self._waiting_bytes -= nbytes
+        self._inflight_events += len(records)
+        self._inflight_bytes += nbytes
+        seq = next(self._seq)
+        self._inflight_oldest[seq] = created
+        return Batch(f"{self.name}-{seq}", records, nbytes, created, token=seq)
+
+    def ack(self, batch: Batch) -> None:
+        if self._inflight_oldest.pop(batch.token, None) is None:  # type: ignore[arg-type]
+            return
+        self._inflight_events -= len(batch.records)
+        self._inflight_bytes -= batch.nbytes
+        self._check_pressure()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()

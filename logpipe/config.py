@@ -1,0 +1,446 @@
+"""The config file: TOML decoded into one tree of frozen msgspec Structs.
+
+``load(path)`` and ``loads(text)`` have no side effects: they bind nothing, create no
+directories and open no connections. They raise :class:`ConfigError`, which carries one
+message per problem, each naming the key path (``sinks.vl.batch.max_events: expected int
+>= 1, got "ten" (line 31)``), so an operator can fix the whole file in one go.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+import types
+import typing
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "Daemon",
+    "Api",
+    "Sources",
+    "SyslogSource",
+    "MetadataSource",
+    "Tls",
+    "Enrich",
+    "Batch",
+    "Buffer",
+    "VictoriaLogsSink",
+    "ClickHouseSink",
+    "FileSink",
+    "SinkConfig",
+    "DropTransform",
+    "TransformConfig",
+    "load",
+    "loads",
+    "parse_address",
+]
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+# VictoriaLogs skips lines over 256 KiB, so a message can never usefully be longer.
+LineBytes = Annotated[int, Meta(ge=64, le=256 * 1024)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``"0.0.0.0:514"`` or ``"[::]:514"`` -> (host, port). Raises ValueError."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f'expected "HOST:PORT", got {value!r}')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, port
+
+
+def _check_address(value: str | None) -> None:
+    if value is not None:
+        parse_address(value)
+
+
+def _check_cidrs(values: list[str]) -> None:
+    for cidr in values:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"not a CIDR: {cidr!r}") from None
+
+
+class _Base(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Daemon(_Base):
+    data_dir: str = "./data"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    # How long SIGTERM may take to hand everything buffered to the sinks before the
+    # remainder is persisted (disk buffer) or reported as lost (memory buffer).
+    shutdown_timeout_s: PositiveInt = 30
+
+
+class Api(_Base):
+    listen: str | None = "127.0.0.1:8686"
+
+    def __post_init__(self) -> None:
+        _check_address(self.listen)
+
+
+class Tls(_Base):
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
+class SyslogSource(_Base):
+    udp: str | None = None
+    tcp: str | None = None
+    max_line_bytes: LineBytes = 65536
+    allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    timezone: str = "UTC"
+    parse_body: Literal["auto", "none"] = "auto"
+    tls: Tls | None = None
+    max_connections: PositiveInt = 10000
+    udp_receive_buffer_bytes: PositiveInt = 8 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        _check_address(self.udp)
+        _check_address(self.tcp)
+        _check_cidrs(self.allow)
+
+
+class MetadataSource(_Base):
+    udp: str | None = "0.0.0.0:5140"
+    ttl_s: PositiveInt = 600
+    max_entries: PositiveInt = 100_000
+    secret: str | None = None
+    allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+
+    def __post_init__(self) -> None:
+        _check_address(self.udp)
+        _check_cidrs(self.allow)
+
+
+class Sources(_Base):
+    syslog: SyslogSource | None = None
+    metadata: MetadataSource | None = None
+
+
+_MATCH_LINE_FIELDS = ("source_ip", "hostname", "app_name", "proc_id", "msg_id")
+_MATCH_KEYS = ("ip", "hostname", "container_id")
+
+
+class Enrich(_Base):
+    match_on: list[str] = field(
+        default_factory=lambda: [
+            "source_ip=ip",
+            "hostname=hostname",
+            "hostname=container_id",
+            "app_name=container_id",
+        ]
+    )
+    hold_ms: NonNegativeInt = 2000
+
+    def __post_init__(self) -> None:
+        for pair in self.match_on:
+            line_field, sep, key = pair.partition("=")
+            if not sep or not line_field or key not in _MATCH_KEYS:
+                raise ValueError(
+                    f'match_on: expected "LINE_FIELD=KEY" with KEY one of {", ".join(_MATCH_KEYS)}, got {pair!r}'
+                )
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [tuple(p.split("=", 1)) for p in self.match_on]  # type: ignore[misc]
+
+
+class Batch(_Base):
+    max_events: PositiveInt = 10_000
+    max_bytes: PositiveInt = 4_000_000
+    max_age_ms: PositiveInt = 1000
+
+
+class Buffer(_Base):
+    type: Literal["memory", "disk"] = "memory"
+    max_bytes: PositiveInt = 256 * 1024 * 1024
+    when_full: Literal["block", "drop_newest"] = "block"
+
+
+class _SinkBase(_Base, tag_field="type"):
+    batch: Batch = field(default_factory=Batch)
+    buffer: Buffer = field(default_factory=Buffer)
+    # Retries of a failing batch back off exponentially with jitter up to this cap;
+    # a retryable failure is retried forever (nothing accepted is dropped).
+    retry_initial_ms: PositiveInt = 200
+    retry_max_ms: PositiveInt = 30_000
+    request_timeout_s: PositiveInt = 30
+
+
+class VictoriaLogsSink(_SinkBase, tag="victorialogs"):
+    url: str = "http://127.0.0.1:9428"
+    stream_fields: list[str] = field(default_factory=list)
+    account_id: NonNegativeInt | None = None
+    project_id: NonNegativeInt | None = None
+    compression: Literal["none", "gzip"] = "gzip"
+    extra_fields: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
+
+
+class ClickHouseSink(_SinkBase, tag="clickhouse"):
+    url: str = "http://127.0.0.1:8123"
+    database: str = "logs"
+    table: str = "app"
+    default_table: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    password: str | None = None
+    compression: Literal["none", "gzip"] = "gzip"
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
+        if "{" in self.table and self.default_table is None:
+            raise ValueError("default_table: required when table is a template")
+
+
+class FileSink(_SinkBase, tag="file"):
+    # Relative paths are under daemon.data_dir.
+    path: str = "events"
+    rotate_bytes: PositiveInt = 64 * 1024 * 1024
+    keep_files: PositiveInt = 5
+
+
+SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink]
+
+
+class DropTransform(_Base, tag_field="type", tag="drop"):
+    field: str
+    equals: str | None = None
+    contains: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.equals is None) == (self.contains is None):
+            raise ValueError("field: needs exactly one of equals, contains")
+
+
+TransformConfig = Union[DropTransform]
+
+
+class Config(_Base):
+    daemon: Daemon = field(default_factory=Daemon)
+    api: Api = field(default_factory=Api)
+    sources: Sources = field(default_factory=Sources)
+    enrich: Enrich = field(default_factory=Enrich)
+    transforms: list[TransformConfig] = field(default_factory=list)
+    sinks: dict[str, SinkConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.sinks:
+            raise ValueError("sinks: at least one sink is required")
+        for name in self.sinks:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(f"sinks.{name}: sink names are letters, digits, _ and -")
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    return loads(text)
+
+
+def loads(text: str) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"TOML syntax: {e}"]) from None
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError:
+        problems = _collect(raw, Config, ())
+        if not problems:  # pragma: no cover - the collector should always find it
+            problems = [("", "invalid configuration")]
+        raise ConfigError([_render(path, msg, text) for path, msg in problems]) from None
+
+
+# --- error collection -------------------------------------------------------------------
+# msgspec stops at the first error. To report every problem at once, descend the tree
+# and convert each part on its own, reporting at the deepest path that fails.
+
+_MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
+
+
+def _collect(value: Any, typ: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
+    try:
+        msgspec.convert(value, typ)
+        return []
+    except msgspec.ValidationError as e:
+        error = str(e)
+    members = _union_members(typ)
+    structs = [t for t in members if isinstance(t, type) and issubclass(t, Struct)]
+    if len(structs) > 1 and isinstance(value, dict):
+        tag_field = structs[0].__struct_config__.tag_field
+        tags = [t.__struct_config__.tag for t in structs]
+        if value.get(tag_field) not in tags:
+            return [(path + (tag_field,), f"expected one of {', '.join(tags)}, got {_show(value.get(tag_field))}")]
+    struct_type = _struct_for(value, typ)
+    if struct_type is not None and isinstance(value, dict):
+        found = _collect_struct(value, struct_type, path)
+        if found:
+            return found
+    elif get_origin(typ) is dict and isinstance(value, dict):
+        _, value_type = get_args(typ)
+        found = []
+        for key, item in value.items():
+            found += _collect(item, value_type, path + (str(key),))
+        if found:
+            return found
+    elif get_origin(typ) is list and isinstance(value, list):
+        (item_type,) = get_args(typ)
+        found = []
+        for i, item in enumerate(value):
+            found += _collect(item, item_type, path + (str(i),))
+        if found:
+            return found
+    message = _describe(error, value, typ)
+    # A cross-field check names the key it is about as "key: why".
+    key, sep, rest = message.partition(": ")
+    if sep and struct_type is not None and key in struct_type.__struct_fields__:
+        return [(path + (key,), rest)]
+    return [(path, message)]
+
+
+def _union_members(typ: Any) -> tuple:
+    if get_origin(typ) in (Union, types.UnionType):
+        return get_args(typ)
+    return (typ,)
+
+
+def _struct_for(value: Any, typ: Any) -> type | None:
+    """The Struct type ``value`` should decode as: ``typ`` itself, the member of an
+    optional, or the tagged-union member its ``type`` key names."""
+    structs = [t for t in _union_members(typ) if isinstance(t, type) and issubclass(t, Struct)]
+    if len(structs) == 1:
+        return structs[0]
+    if isinstance(value, dict):
+        for t in structs:
+            if t.__struct_config__.tag == value.get(t.__struct_config__.tag_field):
+                return t
+    return None
+
+
+def _collect_struct(value: dict, typ: type, path: tuple[str, ...]) -> list:
+    found = []
+    info = msgspec.inspect.type_info(typ)
+    known = {f.encode_name: f for f in info.fields}
+    tag_field = typ.__struct_config__.tag_field
+    for key in value:
+        if key not in known and key != tag_field:
+            found.append((path + (key,), "unknown key"))
+    hints = _field_types(typ)
+    for f in info.fields:
+        if f.encode_name in value:
+            found += _collect(value[f.encode_name], hints[f.name], path + (f.encode_name,))
+        elif f.required:
+            found.append((path + (f.encode_name,), "required key is missing"))
+    return found
+
+
+def _field_types(typ: type) -> dict[str, Any]:
+    return typing.get_type_hints(typ, include_extras=True)
+
+
+def _describe(error: str, value: Any, typ: Any) -> str:
+    """Turn msgspec's message into ``expected int >= 1, got "ten"``."""
+    error = _MSGSPEC_PATH.sub("", error)
+    error = error.replace("`", "")
+    if error.startswith("Expected "):
+        expected = error[len("Expected ") :].split(", got ")[0]
+        bounds = _bounds(typ)
+        if bounds and not any(op in expected for op in ("<", ">")):
+            expected = f"{expected} {bounds}"
+        return f"expected {expected}, got {_show(value)}"
+    if error.startswith("Object missing required field "):
+        return "required key is missing"
+    if error.startswith("Object contains unknown field "):
+        return "unknown key"
+    if error.startswith("Invalid value "):
+        return f"invalid value {_show(value)}"
+    return error[:1].lower() + error[1:]
+
+
+def _bounds(typ: Any) -> str:
+    for member in _union_members(typ):
+        if get_origin(member) is Annotated:
+            for meta in member.__metadata__:
+                if isinstance(meta, Meta):
+                    parts = []
+                    if meta.ge is not None:
+                        parts.append(f">= {meta.ge}")
+                    if meta.le is not None:
+                        parts.append(f"<= {meta.le}")
+                    return " and ".join(parts)
+    return ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return "a table" if isinstance(value, dict) else "an array"
+    return str(value)
+
+
+def _render(path: tuple[str, ...], message: str, text: str) -> str:
+    name = ".".join(path) if path else "config"
+    line = _find_line(path, text)
+    return f"{name}: {message}" + (f" (line {line})" if line else "")
+
+
+def _find_line(path: tuple[str, ...], text: str) -> int | None:
+    """Best effort: the line of the deepest table header on ``path``, then the first line
+    after it that assigns the next key."""
+    if not path:
+        return None
+    lines = text.splitlines()
+    start = 0
+    depth = 0
+    for d in range(len(path), 0, -1):
+        header = re.compile(r"^\s*\[\[?\s*" + r"\s*\.\s*".join(re.escape(p) for p in path[:d]) + r"\s*\]\]?\s*(#.*)?$")
+        for i, line in enumerate(lines):
+            if header.match(line):
+                start, depth = i, d
+                break
+        if depth:
+            break
+    if depth == len(path):
+        return start + 1
+    key = re.compile(r"(^|[\s{,])" + re.escape(path[depth]) + r"\s*=")
+    for i in range(start, len(lines)):
+        if i > start and lines[i].lstrip().startswith("[") and depth:
+            break
+        if key.search(lines[i]):
+            return i + 1
+    return start + 1 if depth else None

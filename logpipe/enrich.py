@@ -1,0 +1,185 @@
+"""The metadata table and the join that tags events with it.
+
+Invariants:
+- The table holds at most ``max_entries`` entries; at the limit the least recently
+  *announced* entry is evicted (lookups do not refresh recency) and counted.
+- An entry is found by any of its identifiers: ip, hostname, container_id, and the
+  12-character short form of a container_id (Docker's default tag and hostname).
+  When two entries claim the same identifier, the latest announcement owns it.
+- An entry is used only until it expires (``ttl_s``, per entry or the default); expired
+  entries are never joined even before they are reaped.
+- Joining never overwrites a field the line provided.
+
+Storage is a ``cachetools.TLRUCache`` (per-entry TTL, LRU order by announcement), keyed by
+the entry's primary identifier; three plain dicts index it for the join. The cache's
+``expire`` and ``popitem`` are the only ways entries leave, and both unindex.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import cachetools
+
+from .metrics import Metrics
+from .parse.metadata import Announcement
+
+__all__ = ["Entry", "MetadataTable", "Enricher"]
+
+SHORT_ID = 12
+
+
+class Entry:
+    __slots__ = ("key", "ip", "hostname", "container_id", "labels", "ttl_s", "expires")
+
+    def __init__(self, key: tuple[str, str], ann: Announcement, ttl_s: float) -> None:
+        self.key = key
+        self.ip = ann.ip
+        self.hostname = ann.hostname
+        self.container_id = ann.container_id
+        self.labels = ann.labels
+        self.ttl_s = ttl_s
+        self.expires = 0.0  # set by the cache when stored
+
+
+class _EntryCache(cachetools.TLRUCache):
+    def __init__(self, maxsize: int, timer: Callable[[], float], on_remove: Callable[[Entry, str], None]) -> None:
+        super().__init__(maxsize, ttu=self._ttu, timer=timer)
+        self._on_remove = on_remove
+
+    @staticmethod
+    def _ttu(_key: Any, entry: Entry, now: float) -> float:
+        entry.expires = now + entry.ttl_s
+        return entry.expires
+
+    def expire(self, time: float | None = None) -> list:
+        expired = super().expire(time)
+        for _key, entry in expired:
+            self._on_remove(entry, "expired")
+        return expired
+
+    def popitem(self) -> tuple:
+        key, entry = super().popitem()
+        self._on_remove(entry, "evicted")
+        return key, entry
+
+
+class MetadataTable:
+    def __init__(
+        self,
+        max_entries: int,
+        default_ttl_s: float,
+        metrics: Metrics,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.default_ttl_s = default_ttl_s
+        self.timer = timer
+        self.by_ip: dict[str, Entry] = {}
+        self.by_hostname: dict[str, Entry] = {}
+        self.by_container_id: dict[str, Entry] = {}
+        self._cache = _EntryCache(max_entries, timer, self._unindex)
+        self._removed = metrics.counter(
+            "logpipe_metadata_removed_total", "Metadata entries that left the table, by reason", ("reason",)
+        )
+        metrics.gauge("logpipe_metadata_entries", "Entries in the metadata table").set_function(self.__len__)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def index(self, key: str) -> dict[str, Entry]:
+        """The index an announcement key (``ip``, ``hostname``, ``container_id``) joins on."""
+        return {"ip": self.by_ip, "hostname": self.by_hostname, "container_id": self.by_container_id}[key]
+
+    def apply(self, ann: Announcement) -> str:
+        """Store or remove; returns the metric result (``ok`` or ``removed``)."""
+        if ann.op == "remove":
+            for entry in self._matching(ann):
+                self._cache.pop(entry.key, None)
+                self._unindex(entry, "removed")
+            return "removed"
+        if ann.container_id:
+            key = ("container_id", ann.container_id)
+        elif ann.hostname:
+            key = ("hostname", ann.hostname)
+        else:
+            key = ("ip", ann.ip or "")
+        old = self._cache.get(key)
+        if old is not None:
+            self._unindex(old, None)
+        entry = Entry(key, ann, ann.ttl_s or self.default_ttl_s)
+        self._cache[key] = entry  # may expire or evict others, which unindexes them
+        if ann.ip:
+            self.by_ip[ann.ip] = entry
+        if ann.hostname:
+            self.by_hostname[ann.hostname] = entry
+        if ann.container_id:
+            self.by_container_id[ann.container_id] = entry
+            if len(ann.container_id) > SHORT_ID:
+                self.by_container_id[ann.container_id[:SHORT_ID]] = entry
+        return "ok"
+
+    def expire(self) -> None:
+        """Reap expired entries (the join already ignores them; this frees memory)."""
+        self._cache.expire()
+
+    def entries(self) -> list[Entry]:
+        now = self.timer()
+        return [e for e in self._cache.values() if e.expires > now]
+
+    def _matching(self, ann: Announcement) -> list[Entry]:
+        found: dict[int, Entry] = {}
+        for value, index in ((ann.ip, self.by_ip), (ann.hostname, self.by_hostname), (ann.container_id, self.by_container_id)):
+            if value and value in index:
+                entry = index[value]
+                found[id(entry)] = entry
+        return list(found.values())
+
+    def _unindex(self, entry: Entry, reason: str | None) -> None:
+        for value, index in (
+            (entry.ip, self.by_ip),
+            (entry.hostname, self.by_hostname),
+            (entry.container_id, self.by_container_id),
+            (entry.container_id[:SHORT_ID] if entry.container_id else None, self.by_container_id),
+        ):
+            if value and index.get(value) is entry:
+                del index[value]
+        if reason is not None:
+            self._removed.labels(reason).inc()
+
+
+class Enricher:
+    """Joins events to the table per ``enrich.match_on``, in order; first hit wins.
+
+    Built once; ``enrich`` is the per-chunk hot path. Labels never overwrite fields the
+    line has; a body field that collides with a label is stored as ``body.KEY`` (spec),
+    which the parser makes possible by listing body keys in ``BODY_KEYS_FIELD``.
+    """
+
+    def __init__(self, table: MetadataTable, match_on: list[tuple[str, str]], metrics: Metrics) -> None:
+        self.table = table
+        self._plan = [(line_field, table.index(key)) for line_field, key in match_on]
+        enrich_total = metrics.counter("logpipe_enrich_total", "Events joined to the metadata table, by result", ("result",))
+        self._hits = enrich_total.labels("hit")
+        self._misses = enrich_total.labels("miss")
+        enrich_total.labels("held")
+
+    def enrich(self, events: list[dict]) -> None:
+        plan = self._plan
+        now = self.table.timer()
+        hits = 0
+        for event in events:
+            for line_field, index in plan:
+                value = event.get(line_field)
+                if value is None:
+                    continue
+                entry = index.get(value)
+                if entry is None or entry.expires <= now:
+                    continue
+                for key, label in entry.labels.items():
+                    if key not in event:
+                        event[key] = label
+                hits += 1
+                break
+        self._hits.inc(hits)
+        self._misses.inc(len(events) - hits)

@@ -1,0 +1,122 @@
+"""The synchronous middle of the daemon: parsed events in, encoded records into each sink's
+buffer. Called once per chunk (a TCP read, a burst of datagrams), never per line, and never
+awaits: sources call it straight from their protocol callbacks.
+
+Each event is encoded once (JSON, orjson) and the same records go to every sink's buffer.
+
+Flow control: a sink lane whose buffer is full applies its ``when_full``:
+- ``block``: the chunk is still accepted (it was already read), and every TCP source is
+  paused until the buffer drains below its low watermark; senders feel the backpressure
+  through TCP. UDP cannot be held back, so a UDP chunk that meets a full buffer is dropped
+  and counted (reason ``buffer_full``).
+- ``drop_newest``: the chunk is dropped and counted (reason ``buffer_full``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import orjson
+import structlog
+
+from .buffer.base import Buffer
+from .enrich import Enricher
+from .metrics import Metrics
+from .transforms import Transforms
+
+__all__ = ["Pipeline", "SinkLane", "FlowControl"]
+
+
+class FlowControl:
+    """Pauses and resumes every registered TCP transport while any blocking lane is full."""
+
+    def __init__(self) -> None:
+        self._transports: set = set()
+        self._full: set[str] = set()
+        self.log = structlog.get_logger().bind(component="flow")
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._full)
+
+    def register(self, transport) -> None:
+        self._transports.add(transport)
+        if self._full:
+            transport.pause_reading()
+
+    def unregister(self, transport) -> None:
+        self._transports.discard(transport)
+
+    def set_full(self, lane: str, full: bool) -> None:
+        was_paused = bool(self._full)
+        if full:
+            self._full.add(lane)
+        else:
+            self._full.discard(lane)
+        if bool(self._full) != was_paused:
+            self.log.info("sources_paused" if self._full else "sources_resumed", sinks=sorted(self._full))
+            for transport in list(self._transports):
+                if transport.is_closing():
+                    continue
+                if self._full:
+                    transport.pause_reading()
+                else:
+                    transport.resume_reading()
+
+
+class SinkLane:
+    def __init__(self, name: str, buffer: Buffer, when_full: str, flow: FlowControl, metrics: Metrics) -> None:
+        self.name = name
+        self.buffer = buffer
+        self.block = when_full == "block"
+        dropped = metrics.counter("logpipe_dropped_events_total", "Events dropped, by stage and reason", ("stage", "reason"))
+        self._dropped_full = dropped.labels("buffering", "buffer_full")
+        self._sink_dropped_full = metrics.counter(
+            "logpipe_sink_dropped_events_total", "Events one sink dropped, by reason", ("sink", "reason")
+        ).labels(name, "buffer_full")
+        metrics.gauge("logpipe_buffer_events", "Events in the sink's buffer, unacknowledged included", ("sink",)).set_function(
+            lambda: buffer.events, name
+        )
+        metrics.gauge("logpipe_buffer_bytes", "Bytes in the sink's buffer, unacknowledged included", ("sink",)).set_function(
+            lambda: buffer.bytes, name
+        )
+        metrics.gauge("logpipe_buffer_oldest_age_seconds", "Age of the oldest unacknowledged event", ("sink",)).set_function(
+            buffer.oldest_age_s, name
+        )
+        if self.block:
+            buffer.on_pressure = lambda full: flow.set_full(name, full)
+
+    def offer(self, records: list[bytes], nbytes: int, holdable: bool) -> None:
+        buffer = self.buffer
+        if buffer.is_full and not (self.block and holdable):
+            self._dropped_full.inc(len(records))
+            self._sink_dropped_full.inc(len(records))
+            return
+        buffer.push(records, nbytes)
+
+
+class Pipeline:
+    def __init__(self, enricher: Enricher, transforms: Transforms, lanes: list[SinkLane], metrics: Metrics) -> None:
+        self.enricher = enricher
+        self.transforms = transforms
+        self.lanes = lanes
+        self.tap: Callable[[list[dict]], None] | None = None  # set while someone is tapping
+        self._dumps = orjson.dumps
+
+    def ingest(self, events: list[dict], holdable: bool) -> None:
+        """Enrich, transform, encode once, and hand the records to every sink lane.
+        ``holdable`` says whether the source can be paused (TCP) or not (UDP)."""
+        if not events:
+            return
+        self.enricher.enrich(events)
+        if self.transforms:
+            events = self.transforms.apply(events)
+            if not events:
+                return
+        if self.tap is not None:
+            self.tap(events)
+        dumps = self._dumps
+        records = [dumps(e) for e in events]
+        nbytes = sum(map(len, records)) + len(records)
+        for lane in self.lanes:
+            lane.offer(records, nbytes, holdable)

@@ -1,0 +1,24 @@
+"""Sinks: where batches go. See ``base.Sink`` for the contract; ``build`` picks one by type."""
+
+from __future__ import annotations
+
+from ..config import ClickHouseSink, FileSink, SinkConfig, VictoriaLogsSink
+from .base import SendError, Sink
+
+__all__ = ["SendError", "Sink", "build"]
+
+
+def build(name: str, config: SinkConfig, data_dir: str) -> Sink:
+    if isinstance(config, VictoriaLogsSink):
+        from .victorialogs import VictoriaLogs
+
+        return VictoriaLogs(name, config)
+    if isinstance(config, FileSink):
+        from .file import File
+
+        return File(name, config, data_dir)
+    if isinstance(config, ClickHouseSink):
+        from .clickhouse import ClickHouse
+
+        return ClickHouse(name, config)
+    raise ValueError(f"sinks.{name}: unsupported type")  # pragma: no cover - config rejects it

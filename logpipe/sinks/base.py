@@ -1,0 +1,49 @@
+"""The sink contract.
+
+A sink knows one destination: how to send a batch there and which of its failures are
+worth retrying. It does not retry, back off, buffer or dead-letter: ``deliver.py`` does
+that for every sink alike.
+
+- ``send(batch)`` returns when the destination has confirmed every record, or raises
+  :class:`SendError`. ``retryable=False`` means "these records will never be accepted"
+  (the deliverer splits the batch to find the bad records and dead-letters them);
+  ``retryable=True`` means "try again later" (connection refused, timeouts, 429, 5xx).
+- ``close()`` releases connections; it is called once, after the last ``send``.
+- A sink also exposes ``check()``: an optional, cheap reachability probe for
+  ``logpipe validate`` (returns an error text or None).
+"""
+
+from __future__ import annotations
+
+from ..buffer.base import Batch
+
+__all__ = ["SendError", "Sink", "Batch"]
+
+
+class SendError(Exception):
+    """Sending failed. ``response`` is what the destination answered, if anything."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None, response: str | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.response = response
+
+
+class Sink:
+    kind = "sink"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        """Open sessions or files; called inside the running event loop."""
+
+    async def send(self, batch: Batch) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+    async def check(self) -> str | None:
+        return None
