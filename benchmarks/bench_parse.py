@@ -29,7 +29,7 @@ MONTHS = {m: i for i, m in enumerate(
 
 def corpus(name: str) -> list[bytes]:
     path = next(CORPUS.glob(f"{name}/*.log"))
-    return [line for line in path.read_bytes().split(b"\n") if line.strip()]
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def as_rfc5424(lines: list[bytes], sd: bool = False) -> list[bytes]:

@@ -89,6 +89,9 @@ _UTC_ZONES = frozenset({"UTC", "GMT", "UCT", "UT"})
 # tag[pid]: / tag: / tag[pid] at the start of the content ('%' starts a Cisco mnemonic).
 _TAG_RE = r"([^\s\[\]:%][^\s\[\]:]{0,127})(?:\[([^\]\s]{0,128})\]:?|:)(?: |$)"
 _TAG = re.compile(_TAG_RE)
+# macOS names processes with spaces ("Microsoft Word[14463]: "); a spaced tag is taken
+# only with a numeric pid and the colon, so prose is not mistaken for one.
+_SPACED_TAG = re.compile(r"([^\s\[\]:%][^\[\]:]{0,63}?)\[(\d{1,10})\]: ")
 # The common case in one match: "hostname tag[pid]: " (a hostname never ends in ':' and
 # holds no '['; otherwise that first word is the tag, decided on the slow path).
 _HOST_TAG = re.compile(r"([^ \[]*[^ \[:]) " + _TAG_RE)
@@ -321,7 +324,7 @@ class SyslogParser:
             if mnemonic is not None:
                 event["msg_id"] = mnemonic.group(1)
         else:
-            tag = _TAG.match(content)
+            tag = _TAG.match(content) or _SPACED_TAG.match(content)
             if tag is not None:
                 event["app_name"] = tag.group(1)
                 if tag.group(2):
