@@ -604,3 +604,11 @@ def test_huge_structured_data_is_dropped_to_fit() -> None:
     event = parser.parse(b'<13>1 - h a - - [x@1 big="' + b"v" * 6000 + b'"] m', RECV, IP)
     assert "x@1.big" not in event and len(orjson.dumps(event)) <= 4096
     assert event["hostname"] == "h"
+
+
+def test_receive_time_text_matches_format_time_across_calls() -> None:
+    parser = SyslogParser()
+    base = utc(2026, 11, 21, 23, 59, 59)
+    for offset in (0.0, 0.1, 0.4999995, 0.9999996, 1.0, 1.000001, 0.5, -3600.25, 86400.75):
+        event = parser.parse(b"junk", base + offset, None)
+        assert event["_time"] == format_time(base + offset), offset

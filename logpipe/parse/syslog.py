@@ -43,7 +43,12 @@ import orjson
 
 from logpipe.parse.body import apply_body
 from logpipe.parse.framing import Truncated, cut_utf8
-from logpipe.parse.timestamps import TimestampResolver, format_time, parse_timezone
+from logpipe.parse.timestamps import (
+    TimestampResolver,
+    format_second,
+    format_time,
+    parse_timezone,
+)
 
 __all__ = ["SyslogParser", "format_time", "FACILITIES", "SEVERITIES"]
 
@@ -120,6 +125,8 @@ class SyslogParser:
         # Lines up to this many bytes cannot produce an event over max_msg_bytes.
         self._unchecked_bytes = max(0, (max_msg_bytes - _CAP_SLACK) // _CAP_EXPANSION)
         self._recv_cache: tuple[float, str, int, float] = (float("nan"), "", 0, 0.0)
+        # (start of the last receive second, its "YYYY-MM-DDTHH:MM:SS")
+        self._recv_second: tuple[float, str] = (float("nan"), "")
 
     # -- public -----------------------------------------------------------------------
 
@@ -141,7 +148,17 @@ class SyslogParser:
         cached = self._recv_cache
         if cached[0] == recv_time:
             return cached
-        text = format_time(recv_time)
+        # One call per datagram is common for UDP: reuse the formatted second (format_time
+        # costs ~1 us, this ~0.3 us). Same rounding as format_time, which handles the rest.
+        second = self._recv_second
+        if 0.0 <= recv_time - second[0] < 1.0:
+            micro = round((recv_time - second[0]) * 1e6)
+            text = (second[1] + f".{micro:06d}Z") if micro < 1_000_000 else format_time(recv_time)
+        else:
+            text = format_time(recv_time)
+            if 0.0 <= recv_time < 1e11:
+                whole = int(recv_time)
+                self._recv_second = (float(whole), format_second(whole))
         context = (recv_time, text, int(text[:4]), recv_time + 86400.0)
         self._recv_cache = context
         return context
