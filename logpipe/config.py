@@ -45,7 +45,10 @@ PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
 # VictoriaLogs skips lines over 256 KiB, so a message can never usefully be longer.
 LineBytes = Annotated[int, Meta(ge=64, le=256 * 1024)]
-Port = Annotated[int, Meta(ge=0, le=65535)]
+_ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):[0-9]{1,5}$"
+Address = Annotated[str, Meta(pattern=_ADDRESS_PATTERN)]
+# msgspec names a failed pattern by its regex; operators get these names instead.
+_PATTERN_NAMES = {_ADDRESS_PATTERN: '"HOST:PORT"'}
 
 
 class ConfigError(Exception):
@@ -96,7 +99,7 @@ class Daemon(_Base):
 
 
 class Api(_Base):
-    listen: str | None = "127.0.0.1:8686"
+    listen: Address | None = "127.0.0.1:8686"
 
     def __post_init__(self) -> None:
         _check_address(self.listen)
@@ -109,8 +112,8 @@ class Tls(_Base):
 
 
 class SyslogSource(_Base):
-    udp: str | None = None
-    tcp: str | None = None
+    udp: Address | None = None
+    tcp: Address | None = None
     max_line_bytes: LineBytes = 65536
     allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
     timezone: str = "UTC"
@@ -126,7 +129,7 @@ class SyslogSource(_Base):
 
 
 class MetadataSource(_Base):
-    udp: str | None = "0.0.0.0:5140"
+    udp: Address | None = "0.0.0.0:5140"
     ttl_s: PositiveInt = 600
     max_entries: PositiveInt = 100_000
     secret: str | None = None
@@ -376,6 +379,9 @@ def _describe(error: str, value: Any, typ: Any) -> str:
     error = error.replace("`", "")
     if error.startswith("Expected "):
         expected = error[len("Expected ") :].split(", got ")[0]
+        for pattern, name in _PATTERN_NAMES.items():
+            if pattern in expected or pattern.replace("\\", "\\\\") in expected:
+                expected = name
         bounds = _bounds(typ)
         if bounds and not any(op in expected for op in ("<", ">")):
             expected = f"{expected} {bounds}"

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import cachetools
 
 from .metrics import Metrics
+from .parse.body import apply_labels
 from .parse.metadata import Announcement
 
 __all__ = ["Entry", "MetadataTable", "Enricher"]
@@ -152,8 +153,8 @@ class Enricher:
     """Joins events to the table per ``enrich.match_on``, in order; first hit wins.
 
     Built once; ``enrich`` is the per-chunk hot path. Labels never overwrite fields the
-    line has; a body field that collides with a label is stored as ``body.KEY`` (spec),
-    which the parser makes possible by listing body keys in ``BODY_KEYS_FIELD``.
+    line has; a body field that collides with a label is stored as ``body.KEY`` (spec):
+    the parser returns events with body fields as ``BodyEvent``, which names them.
     """
 
     def __init__(self, table: MetadataTable, match_on: list[tuple[str, str]], metrics: Metrics) -> None:
@@ -176,9 +177,12 @@ class Enricher:
                 entry = index.get(value)
                 if entry is None or entry.expires <= now:
                     continue
-                for key, label in entry.labels.items():
-                    if key not in event:
-                        event[key] = label
+                if type(event) is dict:
+                    for key, label in entry.labels.items():
+                        if key not in event:
+                            event[key] = label
+                else:  # a BodyEvent: a body key that collides with a label moves to body.KEY
+                    apply_labels(event, entry.labels)
                 hits += 1
                 break
         self._hits.inc(hits)

@@ -89,12 +89,13 @@ class MemoryBuffer(Buffer):
             chunk = chunks[0]
             chunk_records, chunk_bytes = chunk[0], chunk[1]
             room = max_events - len(records)
-            if len(chunk_records) <= room and (nbytes + chunk_bytes <= max_bytes or not records):
+            if len(chunk_records) <= room and nbytes + chunk_bytes <= max_bytes:
                 records += chunk_records
                 nbytes += chunk_bytes
                 chunks.popleft()
                 continue
-            # Take part of the head chunk: as many records as fit both limits.
+            # Take part of the head chunk: as many records as fit both limits (a first
+            # record larger than max_bytes still goes, alone, or it would never leave).
             taken = 0
             size = 0
             for record in chunk_records[:room]:

@@ -1,0 +1,135 @@
+"""Test helpers: waiting on conditions (never sleeping as synchronization), free loopback
+addresses read back from sockets, and a daemon fixture that runs in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from typing import Awaitable, Callable
+
+import orjson
+
+__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin"]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        pause.wait(0.01)
+
+
+async def await_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Async ``wait_until``: yields to the loop between polls so the daemon can work."""
+    deadline = time.monotonic() + timeout
+    never = asyncio.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        try:
+            await asyncio.wait_for(never.wait(), 0.01)
+        except TimeoutError:
+            pass
+
+
+def run_async(coro_fn: Callable[[], Awaitable[object]], timeout: float = 60.0) -> object:
+    """Run one scenario on a fresh uvloop loop, bounded in time."""
+    import uvloop
+
+    async def bounded():
+        return await asyncio.wait_for(coro_fn(), timeout)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(bounded())
+
+
+def victorialogs_bin() -> str | None:
+    path = os.environ.get("LOGPIPE_VICTORIALOGS_BIN")
+    return path if path and os.access(path, os.X_OK) else None
+
+
+def free_port() -> int:
+    """A port the kernel just handed out; only for servers that cannot bind port 0 and
+    report it back (VictoriaLogs). Tests retry the start on a collision."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VictoriaLogsServer:
+    """A real VictoriaLogs process on loopback with a temp data dir, stopped by PID."""
+
+    def __init__(self, binary: str, data_dir: str) -> None:
+        self.binary = binary
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, port: int | None = None) -> None:
+        import urllib.request
+
+        for _attempt in range(5):
+            self.port = port or free_port()
+            self.proc = subprocess.Popen(
+                [self.binary, f"-storageDataPath={self.data_dir}", f"-httpListenAddr=127.0.0.1:{self.port}",
+                 "-loggerLevel=WARN", "-retentionPeriod=100y", "-futureRetention=100y"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+
+            def healthy() -> bool:
+                if self.proc.poll() is not None:
+                    return True  # exited: stop waiting, retry on another port
+                try:
+                    with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                        return r.status == 200
+                except OSError:
+                    return False
+
+            wait_until(healthy, timeout=20, what="VictoriaLogs /health")
+            if self.proc.poll() is None:
+                return
+            if port:
+                break
+        raise AssertionError("VictoriaLogs did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def query(self, logsql: str, limit: int = 100_000) -> list[dict]:
+        import urllib.parse
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/internal/force_flush", timeout=10):
+            pass
+        data = urllib.parse.urlencode({"query": logsql, "limit": str(limit)}).encode()
+        with urllib.request.urlopen(self.url + "/select/logsql/query", data=data, timeout=30) as r:
+            return [orjson.loads(line) for line in r.read().splitlines() if line.strip()]
+
+
+def remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

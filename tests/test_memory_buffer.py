@@ -1,0 +1,100 @@
+"""Memory buffer: batching limits, max age, pressure edges, drain on close."""
+
+import asyncio
+
+from logpipe.buffer.memory import MemoryBuffer
+
+from .helpers import run_async
+
+
+def records(n, prefix="e", size=10):
+    return [f"{prefix}{i}".ljust(size, "x").encode() for i in range(n)]
+
+
+def push(buffer, recs):
+    buffer.push(recs, sum(map(len, recs)) + len(recs))
+
+
+def test_batch_respects_max_events_across_chunks():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10**9)
+        push(buffer, records(7, "a"))
+        push(buffer, records(7, "b"))
+        first = await buffer.next_batch(10, 10**9, 60)
+        second = await buffer.next_batch(10, 10**9, 0.01)
+        return first, second, buffer
+
+    first, second, buffer = run_async(scenario)
+    assert len(first) == 10 and len(second) == 4
+    assert first.records[:7] == records(7, "a") and first.records[7:] == records(7, "b")[:3]
+    assert second.records == records(7, "b")[3:]
+    assert buffer.events == 14  # unacknowledged still counts
+    buffer.ack(first)
+    buffer.ack(second)
+    assert buffer.events == 0 and buffer.bytes == 0
+
+
+def test_batch_respects_max_bytes_but_takes_one_oversized_record():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10**9)
+        push(buffer, [b"x" * 100, b"y" * 5, b"z" * 5])
+        a = await buffer.next_batch(100, 50, 0)
+        b = await buffer.next_batch(100, 50, 0)
+        return a, b
+
+    a, b = run_async(scenario)
+    assert a.records == [b"x" * 100]
+    assert b.records == [b"y" * 5, b"z" * 5]
+
+
+def test_small_batch_waits_for_max_age():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10**9)
+        push(buffer, records(3))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        batch = await buffer.next_batch(1000, 10**9, 0.2)
+        return batch, loop.time() - start
+
+    batch, waited = run_async(scenario)
+    assert len(batch) == 3 and waited >= 0.19
+
+
+def test_full_threshold_wakes_waiter_without_waiting_for_age():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10**9)
+        waiter = asyncio.create_task(buffer.next_batch(5, 10**9, 30))
+        push(buffer, records(2))
+        push(buffer, records(3))
+        return await asyncio.wait_for(waiter, 5)
+
+    assert len(run_async(scenario)) == 5
+
+
+def test_pressure_edges_with_hysteresis():
+    edges = []
+    buffer = MemoryBuffer("t", 100)
+    buffer.on_pressure = edges.append
+
+    async def scenario():
+        push(buffer, [b"x" * 59])  # 60 bytes
+        push(buffer, [b"x" * 59])  # 120: full
+        assert edges == [True]
+        b1 = await buffer.next_batch(1, 10**9, 0)
+        buffer.ack(b1)  # 60 < 80: resume
+        return edges
+
+    assert run_async(scenario) == [True, False]
+
+
+def test_close_drains_without_waiting_then_returns_none():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10**9)
+        push(buffer, records(3))
+        buffer.close()
+        batch = await buffer.next_batch(1000, 10**9, 3600)
+        end = await buffer.next_batch(1000, 10**9, 3600)
+        return batch, end
+
+    batch, end = run_async(scenario)
+    assert len(batch) == 3 and end is None
