@@ -540,3 +540,16 @@ def test_acknowledging_frees_segments_so_a_full_disk_drains_its_spill(small_disk
         await buffer.aclose()
 
     run(main())
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+def test_config_accepts_the_fsync_settings_and_names_a_bad_one():
+    from logpipe.config import ConfigError, loads
+
+    base = '[sinks.s]\ntype = "file"\nbuffer = {{ type = "disk", fsync = {} }}\n'
+    assert loads(base.format('"always"')).sinks["s"].buffer.fsync == "always"
+    with pytest.raises(ConfigError) as e:
+        loads(base.format('"sometimes"'))
+    assert e.value.problems[0].startswith("sinks.s.buffer.fsync:")
