@@ -22,6 +22,7 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_parse.py
+	$(BIN)/python benchmarks/bench_buffer.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -182,6 +182,13 @@ class Buffer(_Base):
     type: Literal["memory", "disk"] = "memory"
     max_bytes: PositiveInt = 256 * 1024 * 1024
     when_full: Literal["block", "drop_newest"] = "block"
+    # Disk buffer only (see logpipe/buffer/disk.py). Every push is written to the kernel
+    # at once, so SIGKILL of logpipe loses nothing in any mode; fsync bounds what an OS
+    # crash or power loss can take: "always" = only pushes whose fsync was still running
+    # (group commit), "interval" = about fsync_interval_ms of pushes, "never" = whatever
+    # the kernel had not yet written back (typically up to 30 s).
+    fsync: Literal["always", "interval", "never"] = "interval"
+    fsync_interval_ms: PositiveInt = 1000
 
 
 class _SinkBase(_Base, tag_field="type"):
