@@ -4,7 +4,8 @@ Started on 127.0.0.1 with both ports set to 0: the kernel picks free ones (no "f
 port" race), and the HTTP port is read back from /proc (the listening sockets the process
 owns, then GET /ping on each). Temp config, users and data dir; readiness is a bounded
 poll; stop is SIGTERM (then SIGKILL) to the PID we started. ``restart()`` keeps the data
-and the port.
+and the port. keep_alive_timeout is 1 s: a graceful stop waits for idle keep-alive
+connections (10 s by default on 18.16).
 
 Import the fixtures in a test module: ``from tests.clickhouse_server import clickhouse``.
 Tests skip with a reason when clickhouse-server is not installed (.ci/run installs it).
@@ -47,6 +48,7 @@ _CONFIG = """<?xml version="1.0"?>
   <mark_cache_size>67108864</mark_cache_size>
   <uncompressed_cache_size>67108864</uncompressed_cache_size>
   <max_concurrent_queries>50</max_concurrent_queries>
+  <keep_alive_timeout>1</keep_alive_timeout>
 </yandex>
 """
 _USERS = """<?xml version="1.0"?>
@@ -114,12 +116,10 @@ class ClickHouseServer:
             f.write(_CONFIG.format(dir=self.directory, http_port=self.http_port))
         with open(os.path.join(self.directory, "users.xml"), "w") as f:
             f.write(_USERS.format(user=USER, password=PASSWORD))
-        self.process = subprocess.Popen(
-            [BINARY, f"--config-file={self.directory}/config.xml"],
-            cwd=self.directory,
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.directory, "stderr.log"), "ab"),
-        )
+        with open(os.path.join(self.directory, "stderr.log"), "ab") as stderr:
+            self.process = subprocess.Popen(
+                [BINARY, f"--config-file={self.directory}/config.xml"], cwd=self.directory, stdout=subprocess.DEVNULL, stderr=stderr
+            )
         wait_for(self._ready, timeout, "clickhouse-server to answer /ping")
 
     def _ready(self) -> bool:
