@@ -65,8 +65,10 @@ class Delivery:
         """Close the buffer and wait until every record is confirmed or dead-lettered."""
         self.buffer.close()
         assert self.task is not None
-        await asyncio.wait_for(self.task, timeout)
-        await self.sink.close()
+        try:
+            await asyncio.wait_for(self.task, timeout)
+        finally:
+            await self.sink.close()
         assert self.buffer.events == 0
 
     def dead_letters(self) -> list[dict]:
