@@ -325,7 +325,10 @@ class ClickHouse(Sink):
         self.config = config
         self.log = structlog.get_logger().bind(component=f"sink.{name}")
         self.base_url = config.url.rstrip("/") + "/"
-        self.headers = {"Content-Type": "application/x-ndjson"}
+        # A fresh connection per request: inserts are large and at least a second apart,
+        # and a pooled connection the server closed while idle (keep_alive_timeout, 3-10 s)
+        # fails the next insert with "broken pipe", which would look like an outage.
+        self.headers = {"Content-Type": "application/x-ndjson", "Connection": "close"}
         if config.user is not None:
             self.headers["X-ClickHouse-User"] = config.user
         if config.password is not None:
