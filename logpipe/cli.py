@@ -155,6 +155,19 @@ def cmd_announce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clickhouse_schema(args: argparse.Namespace) -> int:
+    from .config import ClickHouseSink
+    from .sinks.clickhouse_ddl import schema_text
+
+    config = _load_or_exit(args.config)
+    sinks = {name: s for name, s in config.sinks.items() if isinstance(s, ClickHouseSink)}
+    if not sinks:
+        print(f"{args.config}: no sink of type clickhouse", file=sys.stderr)
+        return 2
+    print(schema_text(sinks))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logpipe", description="Syslog in, container metadata joined, batched out.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     announce.add_argument("--bind", help="source address to send from")
     announce.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
     announce.set_defaults(func=cmd_announce)
+
+    schema = sub.add_parser("clickhouse-schema", help="print a recommended CREATE TABLE for each clickhouse sink's table")
+    schema.add_argument("-c", "--config", required=True)
+    schema.set_defaults(func=cmd_clickhouse_schema)
     return parser
 
 

@@ -214,7 +214,14 @@ class VictoriaLogsSink(_SinkBase, tag="victorialogs"):
             raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
 
 
+_CH_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CH_TEMPLATE = re.compile(r"(?:[A-Za-z0-9_]|\{[A-Za-z0-9_.@-]+\})+")
+
+
 class ClickHouseSink(_SinkBase, tag="clickhouse"):
+    # Few large inserts: every insert makes a part, and many small parts end in
+    # "too many parts" (Code 252) and a read-only table.
+    batch: Batch = field(default_factory=lambda: Batch(max_events=50_000, max_bytes=16_000_000, max_age_ms=5000))
     url: str = "http://127.0.0.1:8123"
     database: str = "logs"
     table: str = "app"
@@ -223,12 +230,34 @@ class ClickHouseSink(_SinkBase, tag="clickhouse"):
     user: str | None = None
     password: str | None = None
     compression: Literal["none", "gzip"] = "gzip"
+    # At most one insert per table per interval, whatever the batch settings.
+    min_insert_interval_ms: NonNegativeInt = 1000
+    # Create a missing database/table with the recommended schema instead of waiting for it.
+    create_table: bool = False
+    # Value for a column when the event's value cannot be converted to the column's type
+    # (otherwise the key is omitted and the server's default applies).
+    column_defaults: dict[str, Union[int, float, str]] = field(default_factory=dict)
+    # Types for `clickhouse-schema` and `create_table`, overriding the guessed ones.
+    column_types: dict[str, str] = field(default_factory=dict)
+    # Per-level retention for the generated TTL; "default" covers every other level.
+    retention_days: dict[str, PositiveInt] = field(
+        default_factory=lambda: {"debug": 3, "info": 30, "warn": 90, "error": 180, "default": 30}
+    )
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://[^/\s]+", self.url):
             raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
         if "{" in self.table and self.default_table is None:
             raise ValueError("default_table: required when table is a template")
+        if not _CH_IDENTIFIER.fullmatch(self.database):
+            raise ValueError(f"database: expected letters, digits and _, got {self.database!r}")
+        if not _CH_TEMPLATE.fullmatch(self.table):
+            raise ValueError(f'table: expected letters, digits, _ and {{field}} parts, got {self.table!r}')
+        if self.default_table is not None and not _CH_IDENTIFIER.fullmatch(self.default_table):
+            raise ValueError(f"default_table: expected letters, digits and _, got {self.default_table!r}")
+        for column in self.columns:
+            if not _CH_IDENTIFIER.fullmatch(column):
+                raise ValueError(f"columns: column names are letters, digits and _, got {column!r}")
 
 
 class FileSink(_SinkBase, tag="file"):
