@@ -12,9 +12,14 @@ import threading
 import time
 from typing import Awaitable, Callable
 
+import json
+import signal
+import sys
+import urllib.request
+
 import orjson
 
-__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin"]
+__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin", "DaemonProcess", "parse_host_port"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -133,3 +138,84 @@ class VictoriaLogsServer:
 
 def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+class DaemonProcess:
+    """``python -m logpipe run -c CONFIG`` as a subprocess with JSON logs on stderr; learns
+    its bound addresses from the ``listening`` log events and /api/stats (so configs can use
+    port 0)."""
+
+    def __init__(self, workdir: str, config: str) -> None:
+        self.path = os.path.join(workdir, "logpipe.toml")
+        with open(self.path, "w") as f:
+            f.write(config)
+        self.events: list[dict] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "logpipe", "run", "-c", self.path],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+        )
+        self._reader = threading.Thread(target=self._read_logs, daemon=True)
+        self._reader.start()
+        self.api = wait_until(self._api_address, 20, "the daemon's API to listen")
+        stats = wait_until(lambda: self.stats().get("listeners"), 20, "listeners")
+        self.listeners = {name: parse_host_port(address) for name, address in stats.items()}
+        self.tcp = self.listeners.get("syslog.tcp")
+        self.udp = self.listeners.get("syslog.udp")
+        self.metadata = self.listeners.get("metadata.udp")
+
+    def _read_logs(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                self.events.append({"event": "unparsed", "text": line.decode(errors="replace")})
+
+    def _api_address(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"logpipe exited with {self.proc.returncode}: {self.events[-5:]}")
+        for event in list(self.events):
+            if event.get("event") == "listening" and event.get("protocol") == "http":
+                return event["address"]
+        return None
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"http://{self.api}/api/stats", timeout=5) as resp:
+            return json.load(resp)
+
+    def metric(self, name: str, labels: str) -> float:
+        return self.stats()["metrics"].get(name, {}).get(labels, 0)
+
+    def buffer_events(self, sink: str) -> int:
+        return self.stats()["sinks"][sink]["buffer_events"]
+
+    def logged(self, name: str) -> list[dict]:
+        return [e for e in self.events if e.get("event") == name]
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._close()
+        return self.proc.returncode
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)

@@ -28,6 +28,9 @@ import pytest
 
 from logpipe.buffer import record
 
+from .helpers import DaemonProcess as Logpipe
+from .helpers import parse_host_port as _address
+
 TIMEOUT = 60.0
 
 
@@ -42,83 +45,6 @@ def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         ticker.wait(0.01)
-
-
-# --- the daemon as a process ---------------------------------------------------------------
-
-
-class Logpipe:
-    def __init__(self, workdir: str, config: str) -> None:
-        self.path = os.path.join(workdir, "logpipe.toml")
-        with open(self.path, "w") as f:
-            f.write(config)
-        self.events: list[dict] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logpipe", "run", "-c", self.path],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=workdir,
-        )
-        self._reader = threading.Thread(target=self._read_logs, daemon=True)
-        self._reader.start()
-        self.api = wait_for(self._api_address, 20, "the daemon's API to listen")
-        stats = wait_for(lambda: self.stats().get("listeners"), 20, "listeners")
-        self.tcp = _address(stats["syslog.tcp"])
-
-    def _read_logs(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "unparsed", "text": line.decode(errors="replace")})
-
-    def _api_address(self):
-        if self.proc.poll() is not None:
-            raise AssertionError(f"logpipe exited with {self.proc.returncode}: {self.events[-5:]}")
-        for event in list(self.events):
-            if event.get("event") == "listening" and event.get("protocol") == "http":
-                return event["address"]
-        return None
-
-    def stats(self) -> dict:
-        with urllib.request.urlopen(f"http://{self.api}/api/stats", timeout=5) as resp:
-            return json.load(resp)
-
-    def metric(self, name: str, labels: str) -> float:
-        return self.stats()["metrics"].get(name, {}).get(labels, 0)
-
-    def buffer_events(self, sink: str) -> int:
-        return self.stats()["sinks"][sink]["buffer_events"]
-
-    def logged(self, name: str) -> list[dict]:
-        return [e for e in self.events if e.get("event") == name]
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._close()
-
-    def _close(self) -> None:
-        self._reader.join(5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._close()
-        return self.proc.returncode
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host, int(port)
 
 
 def config(data_dir: str, sink: str, buffer: str, *, batch: str = "{ max_events = 1000, max_age_ms = 100 }") -> str:
