@@ -19,7 +19,17 @@ UNHEALTHY_AFTER_S = 60.0
 
 
 def build_app(daemon: "Daemon") -> web.Application:
-    app = web.Application()
+    from .sources.net import AllowList
+
+    allow = AllowList(daemon.config.api.allow)
+
+    @web.middleware
+    async def only_allowed(request: web.Request, handler):
+        if not allow.allows_all and not allow.allowed(request.remote or ""):
+            raise web.HTTPForbidden(text="address not allowed")
+        return await handler(request)
+
+    app = web.Application(middlewares=[only_allowed])
 
     async def health(_request: web.Request) -> web.Response:
         problems = daemon.health_problems(UNHEALTHY_AFTER_S)

@@ -24,9 +24,10 @@ from aiohttp import web
 from .api import build_app
 from .buffer.base import Buffer
 from .buffer.memory import MemoryBuffer
-from .config import Config, parse_address
+from .config import Config, parse_address, read_secret
 from .deliver import DeadLetters, Deliverer
 from .enrich import Enricher, MetadataTable
+from .hold import Hold
 from .metrics import Metrics
 from .pipeline import FlowControl, Pipeline, SinkLane
 from .sinks import Sink, build as build_sink
@@ -84,7 +85,21 @@ class Daemon:
         self.syslog = (
             SyslogListeners(config.sources.syslog, self.pipeline, self.flow, self.metrics) if config.sources.syslog else None
         )
-        self.metadata = MetadataListener(metadata_config, self.table, self.metrics) if metadata_config else None
+        if metadata_config and config.enrich.hold_ms > 0:
+            self.pipeline.hold = Hold(
+                config.enrich.hold_ms,
+                config.enrich.hold_max_events,
+                config.enrich.hold_max_bytes,
+                config.enrich.pairs(),
+                self.pipeline.release,
+                self.metrics,
+            )
+            self.table.on_store = self.pipeline.hold.announced
+        self.metadata = None
+        if metadata_config:
+            secret = read_secret(metadata_config.secret, metadata_config.secret_file, metadata_config.secret_env, "secret")
+            self.metadata = MetadataListener(metadata_config, self.table, self.metrics, secret=secret)
+        self.snapshot_path = os.path.join(data_dir, "metadata.snapshot")
         self.api_address: tuple[str, int] | None = None
         self._api_runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
@@ -121,6 +136,9 @@ class Daemon:
             self._tasks.append(asyncio.create_task(deliverer.run(), name=f"deliver.{name}"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         if self.metadata:
+            self.restore_metadata()
+            if self.config.sources.metadata.snapshot_interval_s:  # type: ignore[union-attr]
+                self._tasks.append(asyncio.create_task(self._snapshots(), name="snapshots"))
             await self.metadata.start()
         if self.syslog:
             await self.syslog.start()
@@ -145,12 +163,59 @@ class Daemon:
             await asyncio.sleep(1.0)
             self.table.expire()
 
+    # --- metadata snapshot (issue 8) ----------------------------------------------------
+
+    def restore_metadata(self) -> None:
+        try:
+            with open(self.snapshot_path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            self.log.warning("metadata_snapshot_unreadable", path=self.snapshot_path, error=e.strerror)
+            return
+        try:
+            restored = self.table.restore_bytes(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            self.log.warning("metadata_snapshot_damaged", path=self.snapshot_path, error=str(e)[:200])
+            return
+        self.log.info("metadata_restored", entries=restored)
+
+    def write_metadata_snapshot(self, data: bytes | None = None) -> None:
+        """Atomic: a temp file, fsync, rename; a crash leaves the old snapshot or the new."""
+        if data is None:
+            data = self.table.snapshot_bytes()
+        tmp = self.snapshot_path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.snapshot_path)
+
+    async def _snapshots(self) -> None:
+        interval = self.config.sources.metadata.snapshot_interval_s  # type: ignore[union-attr]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                # Serialise on the loop (a consistent view), write in a thread.
+                await asyncio.to_thread(self.write_metadata_snapshot, self.table.snapshot_bytes())
+            except OSError as e:
+                self.log.warning("metadata_snapshot_failed", path=self.snapshot_path, error=e.strerror)
+
     async def shutdown(self) -> None:
         self.log.info("stopping")
         if self.syslog:
             await self.syslog.stop()
         if self.metadata:
             await self.metadata.stop()
+        if self.pipeline.hold is not None:
+            # Held lines go into the buffers while they still accept (the delivery promise).
+            self.pipeline.hold.flush()
+        if self.metadata:
+            try:
+                self.write_metadata_snapshot()
+            except OSError as e:
+                self.log.warning("metadata_snapshot_failed", path=self.snapshot_path, error=e.strerror)
         for buffer in self.buffers.values():
             buffer.close()
         deliveries = [t for t in self._tasks if t.get_name().startswith("deliver.")]

@@ -49,6 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as e:
         log.error("start_failed", stage="binding", error=f"{e.strerror or e}")
         return 1
+    except ConfigError as e:  # a secret file or variable that cannot be read
+        log.error("start_failed", stage="config", error=str(e))
+        return 2
     return 0
 
 

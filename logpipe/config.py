@@ -39,6 +39,7 @@ __all__ = [
     "load",
     "loads",
     "parse_address",
+    "read_secret",
 ]
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -100,15 +101,42 @@ class Daemon(_Base):
 
 class Api(_Base):
     listen: Address | None = "127.0.0.1:8686"
+    allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
 
     def __post_init__(self) -> None:
         _check_address(self.listen)
+        _check_cidrs(self.allow)
+
+
+def _check_secret_sources(name: str, values: list) -> None:
+    if sum(v is not None for v in values) > 1:
+        raise ValueError(f"{name}: give at most one of {name}, {name}_file, {name}_env")
+
+
+def read_secret(value: str | None, file: str | None, env: str | None, what: str) -> bytes | None:
+    """The secret from the TOML, a file (trailing whitespace ignored) or an environment
+    variable. Errors name the source, never the secret. Raises ConfigError."""
+    import os
+
+    if file is not None:
+        try:
+            with open(file, "rb") as f:
+                return f.read().rstrip()
+        except OSError as e:
+            raise ConfigError([f"{what}_file: cannot read {file}: {e.strerror}"]) from None
+    if env is not None:
+        found = os.environ.get(env)
+        if found is None:
+            raise ConfigError([f"{what}_env: environment variable {env} is not set"])
+        return found.encode()
+    return value.encode() if value is not None else None
 
 
 class Tls(_Base):
     cert: str
     key: str
-    client_ca: str | None = None
+    client_ca: str | None = None  # then clients must present a certificate it signed
+    handshake_timeout_s: PositiveInt = 10
 
 
 class SyslogSource(_Base):
@@ -120,6 +148,8 @@ class SyslogSource(_Base):
     parse_body: Literal["auto", "none"] = "auto"
     tls: Tls | None = None
     max_connections: PositiveInt = 10000
+    # A TCP connection that sends nothing for this long is closed (0: never).
+    idle_timeout_s: NonNegativeInt = 300
     udp_receive_buffer_bytes: PositiveInt = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -133,11 +163,22 @@ class MetadataSource(_Base):
     ttl_s: PositiveInt = 600
     max_entries: PositiveInt = 100_000
     secret: str | None = None
+    secret_file: str | None = None  # the secret's bytes, trailing whitespace ignored
+    secret_env: str | None = None  # name of an environment variable holding it
+    replay_window_s: PositiveInt = 60
     allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    # Token bucket per announcing address: sustained rate and burst.
+    rate_per_s: PositiveInt = 100
+    rate_burst: PositiveInt = 200
+    max_labels: PositiveInt = 64
+    max_label_value_bytes: PositiveInt = 1024
+    # The table is written to data_dir/metadata.snapshot this often and at shutdown (0: never).
+    snapshot_interval_s: NonNegativeInt = 30
 
     def __post_init__(self) -> None:
         _check_address(self.udp)
         _check_cidrs(self.allow)
+        _check_secret_sources("secret", [self.secret, self.secret_file, self.secret_env])
 
 
 class Sources(_Base):
@@ -159,6 +200,8 @@ class Enrich(_Base):
         ]
     )
     hold_ms: NonNegativeInt = 2000
+    hold_max_events: PositiveInt = 100_000
+    hold_max_bytes: PositiveInt = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for pair in self.match_on:
@@ -229,6 +272,8 @@ class ClickHouseSink(_SinkBase, tag="clickhouse"):
     columns: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     password: str | None = None
+    password_file: str | None = None  # trailing whitespace ignored
+    password_env: str | None = None
     compression: Literal["none", "gzip"] = "gzip"
     # At most one insert per table per interval, whatever the batch settings.
     min_insert_interval_ms: NonNegativeInt = 1000
@@ -249,6 +294,7 @@ class ClickHouseSink(_SinkBase, tag="clickhouse"):
             raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
         if "{" in self.table and self.default_table is None:
             raise ValueError("default_table: required when table is a template")
+        _check_secret_sources("password", [self.password, self.password_file, self.password_env])
         if not _CH_IDENTIFIER.fullmatch(self.database):
             raise ValueError(f"database: expected letters, digits and _, got {self.database!r}")
         if not _CH_TEMPLATE.fullmatch(self.table):
