@@ -8,6 +8,7 @@ so that the pipeline always works on chunks.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 
 import structlog
@@ -35,17 +36,21 @@ class _Counters:
         dropped = metrics.counter("logpipe_dropped_events_total", "Events dropped, by stage and reason", ("stage", "reason"))
         self.not_allowed = dropped.labels("receiving", "not_allowed")
         self.too_many_connections = dropped.labels("receiving", "too_many_connections")
+        self.idle_closed = metrics.counter(
+            "logpipe_connections_closed_total", "TCP connections logpipe closed, by reason", ("source", "reason")
+        ).labels(SOURCE, "idle_timeout")
         self.truncated = metrics.counter("logpipe_truncated_events_total", "Messages cut at max_line_bytes", ("source",)).labels(SOURCE)
 
 
 class _TcpConnection(asyncio.Protocol):
-    __slots__ = ("_owner", "_framer", "_transport", "_ip")
+    __slots__ = ("_owner", "_framer", "_transport", "_ip", "last_active")
 
     def __init__(self, owner: "SyslogListeners") -> None:
         self._owner = owner
         self._framer = StreamFramer(owner.config.max_line_bytes)
         self._transport: asyncio.Transport | None = None
         self._ip: str | None = None
+        self.last_active = time.monotonic()
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         owner = self._owner
@@ -65,6 +70,7 @@ class _TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         owner = self._owner
+        self.last_active = time.monotonic()
         counters = owner.tcp_counters
         counters.bytes.inc(len(data))
         framer = self._framer
@@ -90,6 +96,10 @@ class _TcpConnection(asyncio.Protocol):
         owner.connections.discard(self)
         owner.flow.unregister(self._transport)
         self._transport = None
+
+    @property
+    def closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -155,7 +165,7 @@ class SyslogListeners:
         self.flow = flow
         self.parser = SyslogParser(config.timezone, config.parse_body == "auto")
         self.allow = AllowList(config.allow)
-        self.tcp_counters = _Counters(metrics, "tcp")
+        self.tcp_counters = _Counters(metrics, "tls" if config.tls else "tcp")
         self.udp_counters = _Counters(metrics, "udp")
         self.connections: set[_TcpConnection] = set()
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -163,6 +173,10 @@ class SyslogListeners:
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._udp_protocol: _UdpProtocol | None = None
         self._metrics = metrics
+        self._idle_timer: asyncio.TimerHandle | None = None
+        metrics.gauge("logpipe_tcp_connections", "Open syslog TCP/TLS connections", ("source",)).set_function(
+            lambda: len(self.connections), SOURCE
+        )
         parser = self.parser
         metrics.counter("logpipe_parse_errors_total", "Lines stored raw because they fit neither RFC", ("source",)).set_function(
             lambda: parser.parse_errors, SOURCE
@@ -187,13 +201,45 @@ class SyslogListeners:
             self.log.info("listening", protocol="udp", address=_show(self.addresses["udp"]))
         if self.config.tcp:
             sock = tcp_socket(self.config.tcp)
-            self._server = await loop.create_server(lambda: _TcpConnection(self), sock=sock)
+            tls = self.config.tls
+            if tls is None:
+                self._server = await loop.create_server(lambda: _TcpConnection(self), sock=sock)
+            else:
+                self._server = await loop.create_server(
+                    lambda: _TcpConnection(self),
+                    sock=sock,
+                    ssl=tls_context(tls),
+                    ssl_handshake_timeout=tls.handshake_timeout_s,
+                )
             self.addresses["tcp"] = sock.getsockname()[:2]
-            self.log.info("listening", protocol="tcp", address=_show(self.addresses["tcp"]))
+            self.log.info("listening", protocol="tls" if tls else "tcp", address=_show(self.addresses["tcp"]),
+                          client_certificates=bool(tls and tls.client_ca))
+            if self.config.idle_timeout_s:
+                self._schedule_idle_sweep()
+
+    def _schedule_idle_sweep(self) -> None:
+        # One sweep for all connections, a few times per timeout: no timer per connection.
+        interval = max(0.1, min(self.config.idle_timeout_s / 4, 5.0))
+        self._idle_timer = asyncio.get_running_loop().call_later(interval, self._close_idle)
+
+    def _close_idle(self) -> None:
+        self._schedule_idle_sweep()
+        if self.flow.paused:
+            return  # silent because we paused them, not because they are idle
+        cutoff = time.monotonic() - self.config.idle_timeout_s
+        idle = [c for c in self.connections if c.last_active < cutoff and not c.closing]
+        for conn in idle:
+            conn.close()
+        if idle:
+            self.tcp_counters.idle_closed.inc(len(idle))
+            self.log.info("idle_connections_closed", connections=len(idle), idle_timeout_s=self.config.idle_timeout_s)
 
     async def stop(self) -> None:
         """Stop accepting, then read what connections still send until they close or the
         caller gives up; the tail of every connection is flushed."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._udp_transport is not None:
             self._udp_transport.close()
             if self._udp_protocol is not None:
@@ -204,6 +250,18 @@ class SyslogListeners:
             conn.close()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def tls_context(tls) -> ssl.SSLContext:
+    """RFC 5425 server context: TLS 1.2+, the configured certificate, and with
+    ``client_ca`` a required client certificate signed by it."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.client_ca:
+        context.load_verify_locations(cafile=tls.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _show(address: tuple[str, int]) -> str:
