@@ -46,6 +46,23 @@ def build_buffer(name: str, config: Any, data_dir: str, metrics: Metrics) -> Buf
     return MemoryBuffer(name, config.buffer.max_bytes)
 
 
+def _quiet_bad_http_requests() -> None:
+    """aiohttp logs a traceback for every malformed request a client sends; that is the
+    client's problem, and a flood of them would flood our logs. Real handler errors stay."""
+    import logging
+
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    class _DropClientErrors(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            exc = record.exc_info[1] if record.exc_info else None
+            return not isinstance(exc, HttpProcessingError)
+
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(type(f).__name__ == "_DropClientErrors" for f in server_logger.filters):
+        server_logger.addFilter(_DropClientErrors())
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -148,6 +165,7 @@ class Daemon:
         self.log.info("started", sinks=sorted(self.sinks), pid=os.getpid())
 
     async def _start_api(self, listen: str) -> None:
+        _quiet_bad_http_requests()
         host, port = parse_address(listen)
         self._api_runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await self._api_runner.setup()
