@@ -129,6 +129,7 @@ def test_held_lines_are_flushed_into_the_buffer_at_shutdown(tmp_path):
         await writer.drain()
         await await_until(lambda: metric(daemon, "logpipe_enrich_total", "held") == 100, 5, "lines held")
         await daemon.shutdown()
+        writer.close()
         assert sorted(e["_msg"] for e in stored(tmp_path)) == sorted(f"held {i}" for i in range(100))
         assert metric(daemon, "logpipe_enrich_total", "miss") == 100
 
@@ -182,7 +183,8 @@ def test_restart_keeps_labels(tmp_path):
             await daemon.shutdown()
 
     run_async(first, 30)
-    snapshot = json.load(open(f"{tmp_path}/data/metadata.snapshot"))
+    with open(f"{tmp_path}/data/metadata.snapshot") as f:
+        snapshot = json.load(f)
     assert {e["hostname"] for e in snapshot["entries"]} == {"db-1", "gone"}
     # age the short-lived entry past its expiry, as if the restart took that long
     for e in snapshot["entries"]:
