@@ -501,8 +501,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+_SECRET_KEYS = frozenset(("secret", "password"))
+
+
 def _render(path: tuple[str, ...], message: str, text: str) -> str:
     name = ".".join(path) if path else "config"
+    if path and path[-1] in _SECRET_KEYS:  # never echo a secret back, even a mistyped one
+        message = re.sub(r", got .*$", ", got <redacted>", message)
     line = _find_line(path, text)
     return f"{name}: {message}" + (f" (line {line})" if line else "")
 

@@ -414,3 +414,11 @@ def test_tls_client_without_a_valid_certificate_is_refused_one_with_it_works(tmp
         assert [e["_msg"] for e in stored(tmp_path)] == ["from a good client"]
 
     run_async(scenario, 60)
+
+
+def test_a_mistyped_secret_is_not_echoed_in_the_config_error(tmp_path):
+    from logpipe.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        loads(make_config(tmp_path, metadata="secret = 987654321"))
+    assert "987654321" not in str(caught.value) and "sources.metadata.secret" in str(caught.value)
