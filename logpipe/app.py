@@ -296,4 +296,7 @@ class Daemon:
             for name, d in self.deliverers.items()
         }
         out["metadata_entries"] = len(self.table)
+        hold = self.pipeline.hold
+        if hold is not None:
+            out["enrich_hold"] = {"events": hold.events, "bytes": hold.bytes}
         return out

@@ -400,6 +400,8 @@ def test_tls_client_without_a_valid_certificate_is_refused_one_with_it_works(tmp
             no_cert = await _tls_send(address, _client_context(certs, None), octets("from a client without a cert"))
             rogue = await _tls_send(address, _client_context(certs, "rogue"), octets("from a rogue cert"))
             assert no_cert != "sent" and rogue != "sent", (no_cert, rogue)
+            # a client that never starts the handshake is cut off after handshake_timeout_s
+            silent_reader, silent_writer = await asyncio.open_connection(*address)
             # plain TCP on the TLS port is not a way in either
             _, writer = await asyncio.open_connection(*address)
             writer.write(line("c", "plaintext on the TLS port"))
@@ -408,6 +410,8 @@ def test_tls_client_without_a_valid_certificate_is_refused_one_with_it_works(tmp
             assert good == "sent"
             await await_until(lambda: stored_msg(tmp_path, "from a good client"), 5)
             writer.close()
+            assert await asyncio.wait_for(silent_reader.read(), 5) == b""
+            silent_writer.close()
             assert metric(daemon, "logpipe_received_events_total", "syslog", "tls") == 1
         finally:
             await daemon.shutdown()
