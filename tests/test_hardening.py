@@ -426,3 +426,43 @@ def test_a_mistyped_secret_is_not_echoed_in_the_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         loads(make_config(tmp_path, metadata="secret = 987654321"))
     assert "987654321" not in str(caught.value) and "sources.metadata.secret" in str(caught.value)
+
+
+# --- the hold on its own -------------------------------------------------------------------
+
+
+def test_hold_releases_by_announcement_or_deadline_and_leaves_no_index_behind():
+    from logpipe.enrich import Enricher, MetadataTable
+    from logpipe.hold import Hold
+    from logpipe.metrics import Metrics
+    from logpipe.parse.metadata import AnnouncementDecoder
+
+    async def scenario():
+        metrics = Metrics()
+        table = MetadataTable(100, 600, metrics)
+        match_on = [("source_ip", "ip"), ("hostname", "hostname"), ("hostname", "container_id")]
+        enricher = Enricher(table, match_on, metrics)
+        released: list[tuple[list[dict], bool]] = []
+
+        def release(events, holdable):
+            enricher.enrich(events)
+            released.append((events, holdable))
+
+        hold = Hold(300, 1000, 1 << 20, match_on, release, metrics)
+        table.on_store = hold.announced
+        events = [{"_msg": "a", "hostname": "3f2a9c1b7d4e"}, {"_msg": "b", "hostname": "late"}, {"_msg": "c"}]
+        passing = hold.add(enricher.enrich(events, count_misses=False), False)
+        assert [e["_msg"] for e in passing] == ["c"]  # nothing could be announced for it
+        decoder = AnnouncementDecoder()
+        # a full container id announces the short id the line carries
+        table.apply(decoder.decode(orjson.dumps({"ip": "", "container_id": "3f2a9c1b7d4e" + "0" * 52, "svc": "x"}), None, 0))
+        await await_until(lambda: released, 2)
+        assert [(e["_msg"], e["svc"]) for e in released[0][0]] == [("a", "x")]
+        assert released[0][1] is False  # UDP events keep their flow-control mode
+        await await_until(lambda: len(released) == 2, 2, "the deadline release")
+        assert released[1][0] == [{"_msg": "b", "hostname": "late"}]
+        assert hold.events == 0 and hold.bytes == 0 and not hold._index
+        hit_miss = metrics.get("logpipe_enrich_total")
+        assert (hit_miss.value("hit"), hit_miss.value("miss")) == (1, 1)
+
+    run_async(scenario, 10)
