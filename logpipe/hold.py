@@ -69,6 +69,7 @@ class Hold:
         self._timer: asyncio.TimerHandle | None = None
         self._ready_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False  # after flush (shutdown) nothing more is held
         self._full = metrics.counter(
             "logpipe_enrich_hold_full_total", "Unmatched events sent on untagged because the hold was full"
         ).labels()
@@ -80,6 +81,8 @@ class Hold:
     def add(self, events: list[dict], holdable: bool) -> list[dict]:
         """Hold what can be held; return the events that go on now (no identifier, or the
         hold is full)."""
+        if self.closed:
+            return events
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         deadline = self._loop.time() + self.hold_s
@@ -138,7 +141,9 @@ class Hold:
             self._loop.call_soon(self._release_ready)
 
     def flush(self) -> None:
-        """Release everything now (shutdown: before the buffers close)."""
+        """Release everything now (shutdown: before the buffers close). From then on
+        nothing is held: tails of connections that close later go straight on."""
+        self.closed = True
         items = [item for item in self._queue if not item.done]
         for item in items:
             self._take(item)
