@@ -9,6 +9,9 @@ Invariants:
 - An entry is used only until it expires (``ttl_s``, per entry or the default); expired
   entries are never joined even before they are reaped.
 - Joining never overwrites a field the line provided.
+- A snapshot (``snapshot_bytes``/``restore_bytes``) carries each entry's expiry as wall-clock
+  time; restoring gives an entry only the time it has left and skips expired ones.
+- ``on_store`` (the enrichment hold) is told of every stored entry.
 
 Storage is a ``cachetools.TLRUCache`` (per-entry TTL, LRU order by announcement), keyed by
 the entry's primary identifier; three plain dicts index it for the join. The cache's
@@ -207,7 +210,6 @@ class Enricher:
         self._hits = enrich_total.labels("hit")
         self._misses = enrich_total.labels("miss")
         self.held = enrich_total.labels("held")
-        self.match_keys = [(line_field, key) for line_field, key in match_on]
 
     def count_misses(self, n: int) -> None:
         self._misses.inc(n)
