@@ -9,6 +9,9 @@ Rules:
   unacknowledged (a disk buffer replays it on the next start).
 - A non-retryable failure of a batch of several records splits it in halves and sends
   each: only records that fail alone are dead letters (spec, "Dead letters").
+- A partial failure (``PartialSendError``, per-record answers) confirms the records it
+  does not name, dead-letters its rejected records at once (no splitting: the destination
+  already said which ones) and retries its retryable records as a smaller batch.
 - Each sink's loop is its own task: a slow or dead sink never stalls another's delivery.
 """
 
@@ -26,7 +29,7 @@ import structlog
 from .buffer.base import Batch, Buffer
 from .config import Batch as BatchConfig
 from .metrics import Metrics
-from .sinks.base import SendError, Sink
+from .sinks.base import PartialSendError, SendError, Sink
 
 __all__ = ["Deliverer", "DeadLetters"]
 
@@ -118,6 +121,25 @@ class Deliverer:
             current = pending[-1]
             try:
                 await self.sink.send(current)
+            except PartialSendError as e:
+                pending.pop()
+                self._errors_final.inc()
+                failed = len(e.rejected) + len(e.retryable_records)
+                self._sent_events.inc(len(current.records) - failed)
+                for record, error in e.rejected:
+                    self.dead_letters.write([record], SendError(error, retryable=False, response=e.response))
+                if e.rejected:
+                    self._dead.inc(len(e.rejected))
+                    self.log.error("dead_letter_written", stage="sending", error=str(e), events=len(e.rejected),
+                                   directory=self.dead_letters.directory)
+                if e.retryable_records:
+                    records = e.retryable_records
+                    pending.append(Batch(current.id + ".r", records, sum(map(len, records)) + len(records), current.created))
+                    self._note_failure(e)
+                    if await self._wait(random.uniform(0, delay)):
+                        return False
+                    delay = min(delay * 2, self.retry_max_s)
+                continue
             except SendError as e:
                 if e.retryable:
                     self._errors_retryable.inc()
