@@ -144,8 +144,11 @@ def _unacknowledged_bytes(sock) -> int | None:
     """Bytes the peer's TCP has not acknowledged yet (Linux SIOCOUTQ); None if unknown."""
     if sys.platform != "linux" or sock is None:
         return None
+    fd = sock.fileno()
+    if fd < 0:
+        raise ConnectionResetError("connection closed before the peer acknowledged the batch")
     try:
-        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
     except OSError:
         return None
     return struct.unpack("i", raw)[0]
