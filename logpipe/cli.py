@@ -1,4 +1,4 @@
-"""Command line: argv -> run | validate | test | announce. The only place that exits.
+"""Command line: argv -> run | validate | test | announce | replay. The only place that exits.
 
 Exit codes: 0 success, 2 invalid config or usage, 1 runtime failure (e.g. a port that
 cannot be bound).
@@ -168,6 +168,47 @@ def cmd_clickhouse_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Backfill old logs into one sink; see replay.py. Prints a JSON summary on stdout."""
+    import uvloop
+
+    from .logs import configure
+    from .replay import Replay, ReplayOptions
+
+    config = _load_or_exit(args.config)
+    configure(config.daemon.log_level, config.daemon.log_format)
+    mapping = {}
+    for pair in args.map:
+        new, sep, old = pair.partition("=")
+        if not sep or not new or not old:
+            print(f"replay: --map expects NEW=OLD, got {pair!r}", file=sys.stderr)
+            return 2
+        mapping[new] = old
+    if args.rate is not None and args.rate <= 0:
+        print("replay: --rate must be > 0", file=sys.stderr)
+        return 2
+    options = ReplayOptions(sink=args.sink, sources=args.sources, checkpoint=args.checkpoint, rate=args.rate,
+                            format=args.format, table=args.table, mapping=mapping, progress=not args.no_progress)
+
+    async def main() -> dict:
+        return await Replay(config, options).run()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            summary = runner.run(main())
+    except (OSError, ValueError) as e:
+        print(f"replay: {e}", file=sys.stderr)
+        return 2
+    print(orjson.dumps(summary).decode())
+    if summary["complete"]:
+        print(f"replay complete: {summary['sent_events']:,} events sent in {summary['elapsed_s']} s "
+              f"({summary['events_per_s']:,} ev/s), {summary['dead_letter_events']} dead letter(s)", file=sys.stderr)
+        return 0
+    print(f"replay stopped: {summary['sent_events']:,} events confirmed this run; checkpoint {summary['checkpoint']}; "
+          "run the same command to resume", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logpipe", description="Syslog in, container metadata joined, batched out.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     announce.add_argument("--bind", help="source address to send from")
     announce.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
     announce.set_defaults(func=cmd_announce)
+
+    replay = sub.add_parser("replay", help="backfill old logs (NDJSON, syslog text, gzip'd or not, SQLite) into a sink")
+    replay.add_argument("-c", "--config", required=True)
+    replay.add_argument("--sink", required=True, help="name of the sink in the config")
+    replay.add_argument("sources", nargs="+", metavar="SOURCE", help="files, read in order")
+    replay.add_argument("--checkpoint", help="resume file (default: DATA_DIR/replay/SINK.checkpoint.json)")
+    replay.add_argument("--rate", type=float, help="at most this many events per second")
+    replay.add_argument("--format", choices=("auto", "ndjson", "syslog"), default="auto", help="text files: auto-detected by default")
+    replay.add_argument("--table", help="SQLite sources: the table to read")
+    replay.add_argument("--map", action="append", default=[], metavar="NEW=OLD", help="rename a field/column (repeatable)")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    replay.set_defaults(func=cmd_replay)
 
     schema = sub.add_parser("clickhouse-schema", help="print a recommended CREATE TABLE for each clickhouse sink's table")
     schema.add_argument("-c", "--config", required=True)
