@@ -23,6 +23,10 @@ connection that dies right after can lose them.
   therefore at least once up to the receiver's kernel: a retry after a connection died
   mid-batch can duplicate the part the peer had already read; a receiver that crashes with
   data still in its socket buffer loses it (only RELP would close that gap).
+- TLS 1.3: the client's handshake completes before the server has checked our
+  certificate, so a new TLS connection waits ``TLS_VERDICT_S`` for a refusal (alert or
+  close) before its first batch; without that wait, a refused certificate would look like
+  delivered data.
 - UDP: at most once; a datagram is confirmed when handed to the kernel.
 
 One connection is kept open across batches; a closed or broken connection is noticed before
@@ -58,6 +62,9 @@ FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
 SEVERITIES = {name: code for code, name in enumerate("emerg alert crit err warning notice info debug".split())}
 LEVEL_SEVERITY = {name: code for code, name in enumerate("emerg alert crit error warn notice info debug".split())}
 HEADER_FIELDS = frozenset({"_time", "_msg", "hostname", "app_name", "proc_id", "msg_id", "facility", "severity"})
+
+# How long a new TLS connection waits for the server to refuse it (see _await_tls_verdict).
+TLS_VERDICT_S = 0.25
 
 _NOT_HEADER_CHARS = re.compile(r"[^!-~]")
 _NOT_NAME_CHARS = re.compile(r'[^!-~]|[= \]"]')
@@ -231,7 +238,28 @@ class Syslog(Sink):
             raise SendError(f"sending batch to syslog {what}: TLS verification failed: {e.verify_message}", retryable=True) from None
         except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
             raise SendError(f"sending batch to syslog {what}: connecting: {type(e).__name__}: {e}", retryable=True) from None
+        if self.ssl is not None:
+            await self._await_tls_verdict(what)
         self.connects += 1
+
+    async def _await_tls_verdict(self, what: str) -> None:
+        """TLS 1.3 finishes the client's handshake before the server has checked the client
+        certificate: a refusal arrives as an alert just after, and bytes written meanwhile
+        are acknowledged by the server's TCP and then discarded. So give the server
+        ``TLS_VERDICT_S`` to refuse before the first batch goes out on a new connection."""
+        reader = self._reader
+        assert reader is not None
+        try:
+            data = await asyncio.wait_for(reader.read(1), TLS_VERDICT_S)
+        except asyncio.TimeoutError:
+            return  # no alert, no close: accepted
+        except (OSError, ssl.SSLError) as e:
+            await self._drop_connection()
+            raise SendError(f"sending batch to syslog {what}: TLS refused after handshake: {type(e).__name__}: {e}",
+                            retryable=True) from None
+        await self._drop_connection()
+        reason = "closed the connection (client certificate refused?)" if not data else "sent unexpected data"
+        raise SendError(f"sending batch to syslog {what}: server {reason} right after the TLS handshake", retryable=True)
 
     async def _drop_connection(self) -> None:
         writer = self._writer
