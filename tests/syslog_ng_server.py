@@ -73,9 +73,10 @@ class SyslogNg:
             "log { source(s_in); destination(d_file); };\n"
         )
 
-    def start(self) -> None:
-        for _attempt in range(5):
-            self.tcp_port, self.tls_port = free_port(), free_port()
+    def start(self, same_ports: bool = False) -> None:
+        for _attempt in range(1 if same_ports else 5):
+            if not same_ports:
+                self.tcp_port, self.tls_port = free_port(), free_port()
             config = os.path.join(self.workdir, "syslog-ng.conf")
             with open(config, "w") as f:
                 f.write(self._config())
