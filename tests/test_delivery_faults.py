@@ -29,6 +29,7 @@ import pytest
 from logpipe.buffer import record
 
 from .helpers import DaemonProcess as Logpipe
+from .helpers import FakeVictoriaLogs as FakeInsert
 from .helpers import parse_host_port as _address
 
 TIMEOUT = 60.0
@@ -122,44 +123,6 @@ def report(label: str, missing: set[int], duplicated: int) -> None:
 
 
 # --- a VictoriaLogs-shaped HTTP server whose availability the test controls ------------------
-
-
-class FakeInsert:
-    """POST /insert/jsonline: 503 while ``down``, else stores the lines and answers 204."""
-
-    def __init__(self) -> None:
-        self.down = True
-        self.messages: list[str] = []
-        self.posts = 0
-        lock = threading.Lock()
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with lock:
-                    owner.posts += 1
-                    if owner.down:
-                        self.send_response(503)
-                        self.end_headers()
-                        return
-                    if self.headers.get("Content-Encoding") == "gzip":
-                        body = gzip.decompress(body)
-                    owner.messages += [json.loads(line)["_msg"] for line in body.splitlines() if line]
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
