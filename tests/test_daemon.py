@@ -181,3 +181,24 @@ def test_sigterm_delivers_everything_that_was_waiting_in_a_batch(tmp_path, fake_
     assert len(messages) == 3002
     assert "unterminated tail" in messages and "udp pending" in messages
     assert any(e.get("event") == "stopped" for e in daemon.events)
+
+
+def test_a_dead_sink_never_stalls_a_live_one(tmp_path, fake_vl):
+    fake_vl.down = True  # the "dead" sink: answers 503 forever
+    dead = vl_sink(fake_vl.url, 'buffer = { type = "memory", max_bytes = 20000, when_full = "drop_newest" }')
+    text = config(str(tmp_path / "data"), dead).replace("[sinks.out]", "[sinks.dead]")
+    text = text.replace("shutdown_timeout_s = 10", "shutdown_timeout_s = 1")  # the dead sink never drains
+    text += f'\n[sinks.live]\ntype = "file"\npath = "{tmp_path / "live"}"\nbatch = {{ max_events = 500, max_age_ms = 50 }}\n'
+    daemon = DaemonProcess(str(tmp_path), text)
+    try:
+        with socket.create_connection(daemon.tcp, timeout=10) as sock:
+            for start in range(0, 5000, 500):
+                sock.sendall(b"".join(b"<14>Nov 21 10:00:00 h app: n %d\n" % i for i in range(start, start + 500)))
+        wait_until(lambda: daemon.metric("logpipe_sent_events_total", "sink=live") == 5000, 20, "the live sink to get everything")
+        dropped = daemon.metric("logpipe_sink_dropped_events_total", "sink=dead,reason=buffer_full")
+        buffered = daemon.stats()["sinks"]["dead"]["buffer_events"]
+        assert dropped > 0 and dropped + buffered == 5000  # every line either buffered or counted
+    finally:
+        assert daemon.stop() == 0
+    lines = (tmp_path / "live.ndjson").read_bytes().splitlines()
+    assert sorted(int(orjson.loads(l)["_msg"].split()[1]) for l in lines) == list(range(5000))
