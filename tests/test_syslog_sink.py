@@ -21,7 +21,7 @@ from logpipe.parse.syslog import SyslogParser
 from logpipe.sinks.base import SendError
 from logpipe.sinks.syslog import MessageFormatter, Syslog
 
-from .helpers import await_until, run_async
+from .helpers import await_until, run_async, wait_until
 from .syslog_ng_server import SD_ID, SyslogNg, make_certificates, syslog_ng_bin
 
 
@@ -273,8 +273,6 @@ def test_real_syslog_ng_receives_every_line_once_with_structured_data(syslog_ng,
         await sink.close()
 
     run_async(scenario, timeout=60)
-    from .helpers import wait_until
-
     wait_until(lambda: len([x for x in syslog_ng.lines() if x[7].startswith(protocol + " ")]) >= len(events),
                timeout=20, what="syslog-ng wrote every line")
     check_received(syslog_ng, events, protocol)
@@ -328,8 +326,6 @@ def test_real_syslog_ng_restart_mid_stream_loses_nothing(syslog_ng, tmp_path):
 
     connects = run_async(scenario, timeout=90)
     assert connects >= 2
-    from .helpers import wait_until
-
     wait_until(lambda: len([x for x in syslog_ng.lines() if x[7].startswith("restart ")]) >= 1000, timeout=20,
                what="syslog-ng wrote every line")
     check_received(syslog_ng, events, "restart")
