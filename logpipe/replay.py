@@ -20,6 +20,9 @@ position up to which every event has been **confirmed by the sink** (or dead-let
 a byte offset in the uncompressed stream for files, the last rowid for SQLite. It is
 advanced only when the deliverer acknowledges a batch, never when a line is merely read.
 Re-running the same command skips finished sources and continues the others from there.
+Each file's entry also holds a hash of its first bytes (up to 64 KiB): a different file at
+the same path is refused instead of being resumed at a foreign offset; an uncompressed file
+that grew after it was finished is continued (its appended lines only).
 - SIGINT/SIGTERM: reading stops, what is buffered is delivered (up to
   ``daemon.shutdown_timeout_s``), the checkpoint is written: resuming neither loses nor
   repeats an event.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import os
 import signal
 import sqlite3
@@ -114,6 +118,16 @@ class Source:
     def __init__(self, path: str) -> None:
         self.path = path
         self.key = os.path.abspath(path)
+        # identifies the content a checkpoint position belongs to: hash of the first bytes
+        self.fingerprint = ""
+        self.fingerprint_bytes = 0
+
+    def fingerprint_for(self, length: int) -> str:
+        return ""
+
+    def grew_past(self, position: int) -> bool:
+        """True if there is more to read after ``position`` than there was (appended lines)."""
+        return False
 
     def chunks(self, position: int) -> Iterator[tuple[list, int]]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -133,7 +147,20 @@ class LineFile(Source):
         self.total_units = max(os.path.getsize(path), 1)
         self.mtime = os.path.getmtime(path)
         self._raw = open(path, "rb")
+        # Up to the first 64 KiB: a rotated or rewritten file at the same path must not be
+        # resumed at an offset that belonged to another file (appending keeps it valid).
+        self.fingerprint_bytes = min(65536, os.path.getsize(path))
+        self.fingerprint = self.fingerprint_for(self.fingerprint_bytes)
         self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if compressed else self._raw
+
+    def fingerprint_for(self, length: int) -> str:
+        self._raw.seek(0)
+        head = self._raw.read(length)
+        self._raw.seek(0)
+        return hashlib.sha256(head).hexdigest()[:32] if len(head) == length else "(shorter)"
+
+    def grew_past(self, position: int) -> bool:
+        return not self.compressed and os.path.getsize(self.path) > position
 
     def chunks(self, position: int) -> Iterator[tuple[list[bytes], int]]:
         stream = self._stream
@@ -231,12 +258,18 @@ class Checkpoint:
                 raise ValueError(f"{path}: checkpoint of sink {data.get('sink')!r}, not {sink!r}")
             self.sources = data.get("sources", {})
 
-    def position(self, key: str) -> tuple[int, bool]:
+    def position(self, key: str, source: Source | None = None) -> tuple[int, bool]:
         entry = self.sources.get(key, {})
+        if source is not None and entry.get("fingerprint") and (
+            source.fingerprint_for(int(entry.get("fingerprint_bytes", 0))) != entry["fingerprint"]
+        ):
+            raise ValueError(f"{key}: its content changed since the checkpoint {self.path} was written; "
+                             "delete the checkpoint to replay it from the start")
         return int(entry.get("position", 0)), bool(entry.get("done", False))
 
-    def advance(self, key: str, position: int, done: bool) -> None:
-        self.sources[key] = {"position": position, "done": done}
+    def advance(self, source: Source, position: int, done: bool) -> None:
+        self.sources[source.key] = {"position": position, "done": done, "fingerprint": source.fingerprint,
+                                    "fingerprint_bytes": source.fingerprint_bytes}
 
     def save(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -302,8 +335,8 @@ class Replay:
             dead_letters=DeadLetters(data_dir, options.sink), metrics=self.metrics,
         )
         self.shutdown_timeout_s = config.daemon.shutdown_timeout_s
-        # (records pushed when the mark was made, source key, position, source finished)
-        self._marks: list[tuple[int, str, int, bool]] = []
+        # (records pushed when the mark was made, source, position, source finished)
+        self._marks: list[tuple[int, Source, int, bool]] = []
         self._stop = asyncio.Event()
         self.read_events = 0
         self.interrupted = False
@@ -320,8 +353,8 @@ class Replay:
         advanced = False
         i = 0
         while i < len(marks) and marks[i][0] <= acked:
-            _, key, position, done = marks[i]
-            self.checkpoint.advance(key, position, done)
+            _, source, position, done = marks[i]
+            self.checkpoint.advance(source, position, done)
             advanced = True
             i += 1
         if i:
@@ -329,8 +362,8 @@ class Replay:
         if advanced:
             self.checkpoint.save()
 
-    def _mark(self, key: str, position: int, done: bool) -> None:
-        self._marks.append((self.buffer.pushed, key, position, done))
+    def _mark(self, source: Source, position: int, done: bool) -> None:
+        self._marks.append((self.buffer.pushed, source, position, done))
         if self.buffer.pushed <= self.buffer.acked:
             self._acknowledged()
 
@@ -366,7 +399,7 @@ class Replay:
         started = time.monotonic()
         for source in self._sources:
             position, done = self.checkpoint.position(source.key)
-            if done:
+            if done and not source.grew_past(position):
                 continue
             self._current = source
             for items, position in source.chunks(position):
@@ -379,7 +412,7 @@ class Replay:
                 events = self._events(source, items)
                 self.read_events += len(events)
                 self.pipeline.ingest(events, True)
-                self._mark(source.key, position, False)
+                self._mark(source, position, False)
                 if rate:
                     ahead = started + self.read_events / rate - time.monotonic()
                     if ahead > 0:
@@ -389,7 +422,7 @@ class Replay:
                             pass
                 else:
                     await asyncio.sleep(0)  # let the deliverer run between chunks
-            self._mark(source.key, position, True)
+            self._mark(source, position, True)
             self._units_done_prior += source.total_units
             self._current = None
 
@@ -437,13 +470,18 @@ class Replay:
             self._stop.set()
 
     async def run(self, install_signals: bool = True) -> dict:
-        for path in self.options.sources:
-            self._sources.append(open_source(path, self.options.format, self.options.table))
-        for source in self._sources:
-            position, done = self.checkpoint.position(source.key)
-            if done:
-                self._units_before += source.total_units
-                self._units_done_prior += source.total_units
+        try:
+            for path in self.options.sources:
+                self._sources.append(open_source(path, self.options.format, self.options.table))
+            for source in self._sources:
+                position, done = self.checkpoint.position(source.key, source)
+                if done and not source.grew_past(position):
+                    self._units_before += source.total_units
+                    self._units_done_prior += source.total_units
+        except BaseException:
+            for source in self._sources:
+                source.close()
+            raise
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -151,6 +151,22 @@ def test_checkpoint_advances_only_when_the_sink_confirms_and_resume_is_exact(tmp
     assert [e["i"] for e in read_out(tmp_path)] == list(range(5000))  # no loss, no duplicate
 
 
+def test_resume_refuses_a_source_whose_content_changed(tmp_path):
+    source = tmp_path / "a.ndjson"
+    write_ndjson(source, 100)
+    cfg = file_config(tmp_path)
+    assert replay(cfg, sink="out", sources=[str(source)])["complete"]
+    with open(source, "a") as f:  # appended: same file, the new lines are replayed
+        f.write(json.dumps({"message": "appended", "i": 100}) + "\n")
+    again = replay(cfg, sink="out", sources=[str(source)])
+    assert again["complete"] and again["sent_events"] == 1  # only the appended line
+    assert replay(cfg, sink="out", sources=[str(source)])["sent_events"] == 0
+    write_ndjson(source, 100, start=1000)  # rewritten: a different file at the same path
+    with pytest.raises(ValueError, match="content changed since the checkpoint"):
+        replay(cfg, sink="out", sources=[str(source)])
+    assert [e["i"] for e in read_out(tmp_path)] == list(range(101))
+
+
 def test_rate_cap_is_a_lower_bound_on_duration(tmp_path):
     write_ndjson(tmp_path / "a.ndjson", 3000)
     summary = replay(file_config(tmp_path), sink="out", sources=[str(tmp_path / "a.ndjson")], rate=5000.0)
