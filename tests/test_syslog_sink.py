@@ -329,3 +329,57 @@ def test_real_syslog_ng_restart_mid_stream_loses_nothing(syslog_ng, tmp_path):
     wait_until(lambda: len([x for x in syslog_ng.lines() if x[7].startswith("restart ")]) >= 1000, timeout=20,
                what="syslog-ng wrote every line")
     check_received(syslog_ng, events, "restart")
+
+
+@pytest.mark.syslog_ng
+@needs_syslog_ng
+def test_daemon_forwards_enriched_lines_to_syslog_ng_over_tls(syslog_ng, tmp_path):
+    """The whole path: RFC 3164 lines over TCP into the daemon, joined with an announced
+    container's labels, through a disk buffer and the TLS syslog sink into syslog-ng;
+    the labels and the body fields arrive as structured data."""
+    from .helpers import DaemonProcess
+
+    c = syslog_ng.certs
+    config = f"""
+[daemon]
+data_dir = "{tmp_path}/data"
+log_format = "json"
+[api]
+listen = "127.0.0.1:0"
+[sources.syslog]
+tcp = "127.0.0.1:0"
+[sources.metadata]
+udp = "127.0.0.1:0"
+[enrich]
+hold_ms = 0
+[sinks.fwd]
+type = "syslog"
+address = "127.0.0.1:{syslog_ng.tls_port}"
+protocol = "tls"
+tls_ca = "{c['ca']}"
+tls_cert = "{c['client_cert']}"
+tls_key = "{c['client_key']}"
+buffer = {{ type = "disk" }}
+batch = {{ max_events = 100, max_age_ms = 20 }}
+"""
+    daemon = DaemonProcess(str(tmp_path), config)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(orjson.dumps({"container_id": "3f2a9c1b7d4e", "service": "checkout", "hostname": "shop-1"}),
+                       daemon.metadata)
+        wait_until(lambda: daemon.stats().get("metadata_entries") == 1, what="announcement applied")
+        with socket.create_connection(daemon.tcp) as tcp:
+            tcp.sendall(b"".join(
+                b"<134>Mar  5 06:07:08 shop-1 app[9]: " + orjson.dumps({"msg": f"e2e {i}", "order": i}) + b"\n"
+                for i in range(200)
+            ))
+        wait_until(lambda: len([x for x in syslog_ng.lines() if x[7].startswith("e2e ")]) >= 200, timeout=30,
+                   what="200 forwarded lines")
+    finally:
+        daemon.stop()
+    lines = {x[7]: x for x in syslog_ng.lines() if x[7].startswith("e2e ")}
+    assert len(lines) == 200 and len([x for x in syslog_ng.lines() if x[7].startswith("e2e ")]) == 200
+    host, program, pid, _msgid, pri, _iso, sdata, _msg = lines["e2e 7"]
+    assert (host, program, pid, pri) == ("shop-1", "app", "9", "134")
+    assert 'order="7"' in sdata and 'service="checkout"' in sdata and 'container_id="3f2a9c1b7d4e"' in sdata
+    assert sdata.startswith(f"[{SD_ID} ")
