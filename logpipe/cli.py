@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = structlog.get_logger().bind(component="daemon")
 
     async def main() -> None:
-        await Daemon(config).run()
+        await Daemon(config, config_path=args.config).run()
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -70,7 +70,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
         sources.append(f"metadata/udp {config.sources.metadata.udp}")
     sinks = ", ".join(f"{name} ({type(s).__struct_config__.tag})" for name, s in config.sinks.items())
     print(f"ok: {len(sources)} listener(s) [{'; '.join(sources)}], {len(config.transforms)} transform(s), sinks: {sinks}")
+    if not args.no_environment:
+        for warning in asyncio.run(_check_sinks(config)):
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+async def _check_sinks(config, timeout_s: float = 5.0) -> list[str]:
+    """Each sink's reachability probe, concurrently and bounded: warnings, never errors
+    (a destination that is down now may be up when the daemon runs)."""
+    from .sinks import build as build_sink
+
+    async def probe(name: str, sink_config) -> str | None:
+        sink = None
+        try:
+            sink = build_sink(name, sink_config, config.daemon.data_dir)
+            problem = await asyncio.wait_for(sink.check(), timeout_s)
+        except TimeoutError:
+            problem = f"no answer within {timeout_s:.0f}s"
+        except Exception as e:  # a probe must not turn validation into a crash
+            problem = f"{type(e).__name__}: {e}"
+        finally:
+            if sink is not None:
+                try:
+                    await sink.close()
+                except Exception:
+                    pass
+        return f"sinks.{name} ({sink_config.__struct_config__.tag}) not ready: {problem}" if problem else None
+
+    results = await asyncio.gather(*(probe(n, s) for n, s in config.sinks.items()))
+    return [r for r in results if r]
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -178,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config file")
     validate.add_argument("-c", "--config", required=True)
+    validate.add_argument("--no-environment", action="store_true", help="skip the sink reachability checks")
     validate.set_defaults(func=cmd_validate)
 
     test = sub.add_parser("test", help="parse, enrich and transform raw lines; print events as JSON lines")
