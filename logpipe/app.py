@@ -219,6 +219,7 @@ class Daemon:
                 "type": self.sinks[name].kind,
                 "buffer_events": self.buffers[name].events,
                 "buffer_bytes": self.buffers[name].bytes,
+                "buffer_max_bytes": self.buffers[name].max_bytes,
                 "failing": d.failing_since is not None,
                 "last_error": d.last_error,
             }

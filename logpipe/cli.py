@@ -197,6 +197,56 @@ def cmd_clickhouse_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_url(args: argparse.Namespace) -> str:
+    """``--api URL``, else ``api.listen`` of ``-c FILE`` (a wildcard host means loopback)."""
+    if args.api:
+        return args.api if "://" in args.api else "http://" + args.api
+    if args.config:
+        config = _load_or_exit(args.config)
+        if not config.api.listen:
+            print(f"{args.config}: api.listen is not set; the daemon serves no API", file=sys.stderr)
+            sys.exit(2)
+        host, port = parse_address(config.api.listen)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return "http://127.0.0.1:8686"
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from .top import run
+
+    return run(_api_url(args), args.once, args.interval)
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    """Streams /api/tap to stdout, one JSON object per line: {"sinks": [...], "event": {...}}."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = {"limit": str(args.limit), "rate": str(args.rate)}
+    if args.sink:
+        query["sink"] = args.sink
+    url = _api_url(args).rstrip("/") + "/api/tap?" + urllib.parse.urlencode(query)
+    out = sys.stdout.buffer
+    try:
+        with urllib.request.urlopen(url, timeout=None) as resp:
+            for line in resp:
+                out.write(line)
+                out.flush()
+    except urllib.error.HTTPError as e:
+        print(f"tap: {e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"tap: cannot read {url}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # piped into head
+        return 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logpipe", description="Syslog in, container metadata joined, batched out.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     announce.add_argument("--bind", help="source address to send from")
     announce.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
     announce.set_defaults(func=cmd_announce)
+
+    top = sub.add_parser("top", help="live table of a running daemon: rates, errors, buffers, latency")
+    top.add_argument("--api", help="the daemon's API URL (default http://127.0.0.1:8686)")
+    top.add_argument("-c", "--config", help="read api.listen from this config instead")
+    top.add_argument("--once", action="store_true", help="print one frame (two scrapes --interval apart) and exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    top.set_defaults(func=cmd_top)
+
+    tap = sub.add_parser("tap", help="print a sample of the events flowing through a running daemon as JSON lines")
+    tap.add_argument("--api", help="the daemon's API URL (default http://127.0.0.1:8686)")
+    tap.add_argument("-c", "--config", help="read api.listen from this config instead")
+    tap.add_argument("--limit", type=int, default=0, help="stop after N events (default: until interrupted)")
+    tap.add_argument("--sink", help="only events going to this sink")
+    tap.add_argument("--rate", type=float, default=100, help="at most this many events per second (default 100)")
+    tap.set_defaults(func=cmd_tap)
 
     schema = sub.add_parser("clickhouse-schema", help="print a recommended CREATE TABLE for each clickhouse sink's table")
     schema.add_argument("-c", "--config", required=True)
