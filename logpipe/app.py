@@ -30,7 +30,7 @@ from .enrich import Enricher, MetadataTable
 from .metrics import Metrics
 from .pipeline import FlowControl, Pipeline, SinkLane
 from .sinks import Sink, build as build_sink
-from .sources.metadata import MetadataListener
+from .sources.metadata import RESULTS as ANNOUNCEMENT_RESULTS, MetadataListener
 from .sources.syslog import SyslogListeners
 from .transforms import Transforms
 
@@ -94,6 +94,10 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.ready = asyncio.Event()
+        # Every metric the spec names exists from startup, even without a metadata source.
+        announcements = self.metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
+        for result in ANNOUNCEMENT_RESULTS:
+            announcements.labels(result)
         self._reload_lock = asyncio.Lock()
         self._reloads = self.metrics.counter("logpipe_reloads_total", "Config reloads, by result", ("result",))
         self._reloads.labels("ok")
