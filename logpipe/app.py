@@ -276,7 +276,7 @@ class Daemon:
                 await self._prepare_reload(new, prepared)
             except (OSError, ValueError) as e:
                 await prepared.discard()
-                problems = [f"reload: {e.strerror if isinstance(e, OSError) and e.strerror else e}"]
+                problems = [str(e) if isinstance(e, ValueError) else f"reload: {e.strerror or e}"]
                 self._refuse(problems)
                 return problems
             changes = await self._apply_reload(new, prepared)

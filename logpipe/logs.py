@@ -6,7 +6,8 @@ Configured once per process by the CLI. Event names are fixed snake_case
 Repeats are rate-limited: a warning or error with the same event name and component as
 one logged less than ``repeat_window_s`` ago is suppressed and counted; the next one logged
 after the window carries ``suppressed_similar=N`` (how many were left out in between), so
-a flapping destination cannot flood the log and the count is never lost.
+a flapping destination cannot flood the log and the count is never lost. Events that answer
+an operator's action (``reload_refused``) are never suppressed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class RepeatLimiter:
 
     LEVELS = frozenset({"warning", "warn", "error", "exception", "critical"})
     MAX_KEYS = 4096  # distinct (event, component) pairs remembered; bounded memory
+    NEVER_SUPPRESSED = frozenset({"reload_refused"})  # each answers an operator's request
 
     def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
@@ -33,7 +35,7 @@ class RepeatLimiter:
         self._last: dict[tuple, list] = {}  # key -> [time logged, suppressed since]
 
     def __call__(self, _logger, method_name: str, event_dict: dict) -> dict:
-        if method_name not in self.LEVELS or self.window_s <= 0:
+        if method_name not in self.LEVELS or self.window_s <= 0 or event_dict.get("event") in self.NEVER_SUPPRESSED:
             return event_dict
         key = (event_dict.get("event"), event_dict.get("component"))
         now = self.clock()

@@ -207,10 +207,10 @@ class SyslogListeners:
         bound = {}
         try:
             if config.udp and (config.udp != self.config.udp or self._udp_transport is None):
-                bound["udp"] = udp_socket(config.udp, config.udp_receive_buffer_bytes)
+                bound["udp"] = _bind(udp_socket, "udp", config.udp, config.udp_receive_buffer_bytes)
             if config.tcp and (config.tcp != self.config.tcp or self._server is None):
-                bound["tcp"] = tcp_socket(config.tcp)
-        except OSError:
+                bound["tcp"] = _bind(tcp_socket, "tcp", config.tcp)
+        except ValueError:
             for sock in bound.values():
                 sock.close()
             raise
@@ -228,6 +228,7 @@ class SyslogListeners:
         self.allow = AllowList(config.allow)
         self.config = config
         old_udp, old_udp_protocol, old_server = self._udp_transport, self._udp_protocol, self._server
+        old_addresses = {k: _show(v) for k, v in self.addresses.items()}
         if "udp" in bound or (not config.udp and old_udp is not None):
             if old_udp is not None:
                 self._udp_drops_before += udp_kernel_drops(self._udp_sock)
@@ -239,7 +240,7 @@ class SyslogListeners:
                 old_udp.close()
                 if old_udp_protocol is not None:
                     old_udp_protocol.flush()
-                self.log.info("stopped_listening", protocol="udp", address=old.udp)
+                self.log.info("stopped_listening", protocol="udp", address=old_addresses.get("udp"))
         if "tcp" in bound or (not config.tcp and old_server is not None):
             self._server = None
             self.addresses.pop("tcp", None)
@@ -247,7 +248,7 @@ class SyslogListeners:
                 await self._start_tcp(bound["tcp"])
             if old_server is not None:
                 old_server.close()  # stops accepting; its open connections keep running
-                self.log.info("stopped_listening", protocol="tcp", address=old.tcp)
+                self.log.info("stopped_listening", protocol="tcp", address=old_addresses.get("tcp"))
 
     async def stop(self) -> None:
         """Stop accepting, then read what connections still send until they close or the
@@ -262,6 +263,13 @@ class SyslogListeners:
             conn.close()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def _bind(make, protocol: str, address: str, *args):
+    try:
+        return make(address, *args)
+    except OSError as e:
+        raise ValueError(f"sources.syslog.{protocol}: cannot bind {address}: {e.strerror or e}") from None
 
 
 def _show(address: tuple[str, int]) -> str:
