@@ -47,6 +47,13 @@ class FlowControl:
     def unregister(self, transport) -> None:
         self._transports.discard(transport)
 
+    def release_all(self) -> None:
+        """Resume every transport regardless of pressure (graceful stop: read what was sent)."""
+        self._full.clear()
+        for transport in list(self._transports):
+            if not transport.is_closing():
+                transport.resume_reading()
+
     def set_full(self, lane: str, full: bool) -> None:
         was_paused = bool(self._full)
         if full:

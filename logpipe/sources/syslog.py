@@ -39,13 +39,14 @@ class _Counters:
 
 
 class _TcpConnection(asyncio.Protocol):
-    __slots__ = ("_owner", "_framer", "_transport", "_ip")
+    __slots__ = ("_owner", "_framer", "_transport", "_ip", "last_data")
 
     def __init__(self, owner: "SyslogListeners") -> None:
         self._owner = owner
         self._framer = StreamFramer(owner.config.max_line_bytes)
         self._transport: asyncio.Transport | None = None
         self._ip: str | None = None
+        self.last_data = time.monotonic()
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         owner = self._owner
@@ -67,6 +68,7 @@ class _TcpConnection(asyncio.Protocol):
         owner = self._owner
         counters = owner.tcp_counters
         counters.bytes.inc(len(data))
+        self.last_data = time.monotonic()
         framer = self._framer
         before = framer.truncated
         lines = framer.feed(data)
@@ -90,6 +92,8 @@ class _TcpConnection(asyncio.Protocol):
         owner.connections.discard(self)
         owner.flow.unregister(self._transport)
         self._transport = None
+        if not owner.connections:
+            owner.all_closed.set()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -158,6 +162,7 @@ class SyslogListeners:
         self.tcp_counters = _Counters(metrics, "tcp")
         self.udp_counters = _Counters(metrics, "udp")
         self.connections: set[_TcpConnection] = set()
+        self.all_closed = asyncio.Event()
         self.addresses: dict[str, tuple[str, int]] = {}
         self._server: asyncio.base_events.Server | None = None
         self._udp_sock = None
@@ -250,19 +255,38 @@ class SyslogListeners:
                 old_server.close()  # stops accepting; its open connections keep running
                 self.log.info("stopped_listening", protocol="tcp", address=old_addresses.get("tcp"))
 
-    async def stop(self) -> None:
-        """Stop accepting, then read what connections still send until they close or the
-        caller gives up; the tail of every connection is flushed."""
+    async def stop(self, quiet_s: float = 0.2, grace_s: float = 2.0) -> None:
+        """Stop accepting; read what connections already sent (until each has been quiet
+        for ``quiet_s``, at most ``grace_s``), then close them. Returns once every
+        connection's unterminated tail has been flushed into the pipeline, so nothing read
+        is still outside the buffers when they close."""
         if self._udp_transport is not None:
             self._udp_transport.close()
             if self._udp_protocol is not None:
                 self._udp_protocol.flush()
         if self._server is not None:
             self._server.close()
-        for conn in list(self.connections):
-            conn.close()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self.connections:
+            # Lines already in the kernel's socket buffers were sent: read them. Paused
+            # connections resume, since a graceful stop persists or counts what it holds.
+            self.flow.release_all()
+            deadline = time.monotonic() + grace_s
+            while self.connections and time.monotonic() < deadline:
+                newest = max(c.last_data for c in self.connections)
+                wait = newest + quiet_s - time.monotonic()
+                if wait <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self.all_closed.wait(), min(wait, deadline - time.monotonic()))
+                except TimeoutError:
+                    pass
+            for conn in list(self.connections):
+                conn.close()
+            if self.connections:
+                try:
+                    await asyncio.wait_for(self.all_closed.wait(), 5)
+                except TimeoutError:
+                    self.log.warning("connections_not_closed", stage="receiving", count=len(self.connections))
 
 
 def _bind(make, protocol: str, address: str, *args):
