@@ -528,3 +528,31 @@ def test_repeated_warnings_are_suppressed_and_counted():
     clock[0] = 11.0
     assert log("warning", "send_failed") == {"event": "send_failed", "component": "sink.a", "suppressed_similar": 5}
     assert log("error", "send_failed") is None
+
+
+def test_post_reload_can_move_the_api_itself(tmp_path):
+    path = tmp_path / "logpipe.toml"
+    text = base_config(str(tmp_path))
+    path.write_text(text)
+
+    async def scenario():
+        daemon = Daemon(loads(text), config_path=str(path))
+        await daemon.start()
+        try:
+            old = "%s:%d" % daemon.api_address
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                new_port = probe.getsockname()[1]
+            path.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{new_port}"'))
+            request = urllib.request.Request(f"http://{old}/api/reload", method="POST")
+            answer = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(request, timeout=10)))
+            assert answer == {"status": "reloaded"}  # answered on the old, already closed, address
+            assert daemon.api_address == ("127.0.0.1", new_port)
+            status, body = await asyncio.to_thread(get, f"http://127.0.0.1:{new_port}/health")
+            assert (status, body) == (200, {"status": "ok"})
+            with pytest.raises(OSError):
+                await asyncio.open_connection(*old.split(":"))
+        finally:
+            await daemon.shutdown()
+
+    run_async(scenario, timeout=30)
