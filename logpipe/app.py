@@ -354,7 +354,10 @@ class Daemon:
             )
             self.sinks[name] = sink
             if idle is not None:
-                await idle.close()
+                try:
+                    await idle.close()
+                except Exception as e:  # the swap is done; a failing close must not undo half of it
+                    self.log.warning("sink_close_failed", stage="reloading", sink=name, error=str(e))
         for name in added:
             sink_config = new.sinks[name]
             sink = prepared.sinks.pop(name)
@@ -389,6 +392,11 @@ class Daemon:
             self.metadata = None
         elif self.metadata is not None and metadata_config != old.sources.metadata:
             self.metadata.reconfigure(metadata_config)
+            before = old.sources.metadata
+            pending = [k for k in ("max_entries", "secret") if getattr(before, k) != getattr(metadata_config, k)]
+            if pending:
+                self.log.warning("reload_needs_restart", stage="reloading",
+                                 keys=[f"sources.metadata.{k}" for k in pending], hint="applied at the next start")
         if new.api.listen != old.api.listen:
             await self._swap_api_site(new.api.listen, prepared.api_site)
         self.config = new
