@@ -102,6 +102,10 @@ class Daemon(_Base):
 
 class Api(_Base):
     listen: Address | None = "127.0.0.1:8686"
+    # /health answers 503 once a sink has been failing (every send in a row) this long.
+    unhealthy_after_s: Annotated[float, Meta(gt=0)] = 60.0
+    # /api/tap: events queued per tapping client before newer ones are dropped (counted).
+    tap_queue_events: PositiveInt = 1000
 
     def __post_init__(self) -> None:
         _check_address(self.listen)

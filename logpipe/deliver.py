@@ -95,12 +95,14 @@ class Deliverer:
         self.failing_since: float | None = None  # monotonic time of the first failure in a row
         self.last_error: str | None = None
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # ends a backoff early: abort() or a new sink
+        self._sending: Sink | None = None  # the sink a send() is running on, if any
+        self._retired: list[Sink] = []  # replaced sinks to close once their send returns
 
     async def run(self) -> None:
         """Deliver until the buffer is closed and drained, or ``abort()``."""
-        max_age_s = self.batch.max_age_ms / 1000
         while True:
-            batch = await self.buffer.next_batch(self.batch.max_events, self.batch.max_bytes, max_age_s)
+            batch = await self.buffer.next_batch(self.batch.max_events, self.batch.max_bytes, self.batch.max_age_ms / 1000)
             if batch is None:
                 return
             if await self._deliver(batch):
@@ -112,6 +114,21 @@ class Deliverer:
     def abort(self) -> None:
         """Stop retrying (shutdown deadline passed)."""
         self._stopping.set()
+        self._wake.set()
+
+    def replace_sink(self, sink: Sink, batch: BatchConfig, retry_initial_s: float, retry_max_s: float) -> Sink | None:
+        """Reload: deliver from now on through ``sink`` with these settings. The buffer and
+        any batch in flight stay here, so nothing is lost: a batch being retried is retried
+        on the new sink at once. Returns the old sink if it is idle (the caller closes it);
+        otherwise it is closed here when its running send returns."""
+        old = self.sink
+        self.sink, self.batch = sink, batch
+        self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
+        self._wake.set()
+        if self._sending is old:
+            self._retired.append(old)
+            return None
+        return old
 
     async def _deliver(self, batch: Batch) -> bool:
         """True once every record is confirmed or dead-lettered; False if aborted."""
@@ -120,7 +137,7 @@ class Deliverer:
         while pending:
             current = pending[-1]
             try:
-                await self.sink.send(current)
+                await self._send(current)
             except PartialSendError as e:
                 pending.pop()
                 self._errors_final.inc()
@@ -183,10 +200,28 @@ class Deliverer:
             self.log.warning("send_failed", stage="sending", error=str(error), retrying=True)
         self.last_error = str(error)
 
-    async def _wait(self, seconds: float) -> bool:
-        """Sleep for a backoff; True if aborted meanwhile."""
+    async def _send(self, batch: Batch) -> None:
+        sink = self._sending = self.sink
         try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-            return True
+            await sink.send(batch)
+        finally:
+            self._sending = None
+            if self._retired:
+                await self._close_retired()
+
+    async def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for sink in retired:
+            try:
+                await sink.close()
+            except Exception as e:  # a replaced sink failing to close must not stop delivery
+                self.log.warning("sink_close_failed", stage="reloading", error=str(e))
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep for a backoff; True if aborted meanwhile. A replaced sink ends it early."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
         except TimeoutError:
-            return False
+            pass
+        return self._stopping.is_set()

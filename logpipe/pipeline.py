@@ -107,7 +107,9 @@ class Pipeline:
         self.enricher = enricher
         self.transforms = transforms
         self.lanes = lanes
-        self.tap: Callable[[list[dict]], None] | None = None  # set while someone is tapping
+        # Set while someone is tapping (api.TapHub): called with the events after the
+        # transforms and the names of the sinks they go to.
+        self.tap: Callable[[list[dict], list[str]], None] | None = None
         self._dumps = orjson.dumps
 
     def ingest(self, events: list[dict], holdable: bool) -> None:
@@ -121,7 +123,7 @@ class Pipeline:
             if not events:
                 return
         if self.tap is not None:
-            self.tap(events)
+            self.tap(events, [lane.name for lane in self.lanes])
         dumps = self._dumps
         records = [dumps(e) for e in events]
         nbytes = sum(map(len, records)) + len(records)

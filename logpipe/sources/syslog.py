@@ -165,36 +165,95 @@ class SyslogListeners:
         self.all_closed = asyncio.Event()
         self.addresses: dict[str, tuple[str, int]] = {}
         self._server: asyncio.base_events.Server | None = None
+        self._udp_sock = None
+        self._udp_drops_before = 0  # kernel drops counted on UDP sockets a reload replaced
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._udp_protocol: _UdpProtocol | None = None
         self._metrics = metrics
-        parser = self.parser
+        # Read through self: a reload may replace the parser (it carries the counts over).
         metrics.counter("logpipe_parse_errors_total", "Lines stored raw because they fit neither RFC", ("source",)).set_function(
-            lambda: parser.parse_errors, SOURCE
+            lambda: self.parser.parse_errors, SOURCE
         )
         # The framer counts cuts at max_line_bytes; the parser counts cuts of _msg below
         # VictoriaLogs' line limit. Both are truncations of this source.
         metrics.counter("logpipe_truncated_events_total", "Messages cut at max_line_bytes", ("source",)).set_function(
-            lambda: parser.truncated, SOURCE
+            lambda: self.parser.truncated, SOURCE
         )
         self.log = structlog.get_logger().bind(component="source.syslog")
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         if self.config.udp:
-            sock = udp_socket(self.config.udp, self.config.udp_receive_buffer_bytes)
-            transport, protocol = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
-            self._udp_transport, self._udp_protocol = transport, protocol  # type: ignore[assignment]
-            self.addresses["udp"] = sock.getsockname()[:2]
-            self._metrics.counter(
-                "logpipe_udp_kernel_drops_total", "Datagrams the kernel dropped before logpipe read them", ("source",)
-            ).set_function(lambda: udp_kernel_drops(sock), SOURCE)
-            self.log.info("listening", protocol="udp", address=_show(self.addresses["udp"]))
+            await self._start_udp(udp_socket(self.config.udp, self.config.udp_receive_buffer_bytes))
         if self.config.tcp:
-            sock = tcp_socket(self.config.tcp)
-            self._server = await loop.create_server(lambda: _TcpConnection(self), sock=sock)
-            self.addresses["tcp"] = sock.getsockname()[:2]
-            self.log.info("listening", protocol="tcp", address=_show(self.addresses["tcp"]))
+            await self._start_tcp(tcp_socket(self.config.tcp))
+
+    async def _start_udp(self, sock) -> None:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+        self._udp_transport, self._udp_protocol = transport, protocol  # type: ignore[assignment]
+        self.addresses["udp"] = sock.getsockname()[:2]
+        self._metrics.counter(
+            "logpipe_udp_kernel_drops_total", "Datagrams the kernel dropped before logpipe read them", ("source",)
+        ).set_function(lambda: self._udp_drops_before + udp_kernel_drops(sock), SOURCE)
+        self._udp_sock = sock
+        self.log.info("listening", protocol="udp", address=_show(self.addresses["udp"]))
+
+    async def _start_tcp(self, sock) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _TcpConnection(self), sock=sock)
+        self.addresses["tcp"] = sock.getsockname()[:2]
+        self.log.info("listening", protocol="tcp", address=_show(self.addresses["tcp"]))
+
+    def bind_changed(self, config: SyslogSource) -> dict:
+        """Reload, step 1 (may raise OSError/ValueError, then nothing changed): check the new
+        settings and bind the sockets of changed addresses, while the old ones still listen."""
+        SyslogParser(config.timezone)  # an unknown timezone raises ValueError here
+        AllowList(config.allow)
+        bound = {}
+        try:
+            if config.udp and (config.udp != self.config.udp or self._udp_transport is None):
+                bound["udp"] = _bind(udp_socket, "udp", config.udp, config.udp_receive_buffer_bytes)
+            if config.tcp and (config.tcp != self.config.tcp or self._server is None):
+                bound["tcp"] = _bind(tcp_socket, "tcp", config.tcp)
+        except ValueError:
+            for sock in bound.values():
+                sock.close()
+            raise
+        return bound
+
+    async def reconfigure(self, config: SyslogSource, bound: dict) -> None:
+        """Reload, step 2: start the new sockets from ``bind_changed``, then close the
+        replaced ones. Unchanged listeners and every open TCP connection stay as they are
+        (connections keep their framer; new settings apply to the next chunk they read)."""
+        old = self.config
+        if config.timezone != old.timezone or config.parse_body != old.parse_body:
+            parser = SyslogParser(config.timezone, config.parse_body == "auto")
+            parser.parse_errors, parser.truncated = self.parser.parse_errors, self.parser.truncated
+            self.parser = parser
+        self.allow = AllowList(config.allow)
+        self.config = config
+        old_udp, old_udp_protocol, old_server = self._udp_transport, self._udp_protocol, self._server
+        old_addresses = {k: _show(v) for k, v in self.addresses.items()}
+        if "udp" in bound or (not config.udp and old_udp is not None):
+            if old_udp is not None:
+                self._udp_drops_before += udp_kernel_drops(self._udp_sock)
+            self._udp_transport = self._udp_protocol = None
+            self.addresses.pop("udp", None)
+            if "udp" in bound:
+                await self._start_udp(bound["udp"])
+            if old_udp is not None:
+                old_udp.close()
+                if old_udp_protocol is not None:
+                    old_udp_protocol.flush()
+                self.log.info("stopped_listening", protocol="udp", address=old_addresses.get("udp"))
+        if "tcp" in bound or (not config.tcp and old_server is not None):
+            self._server = None
+            self.addresses.pop("tcp", None)
+            if "tcp" in bound:
+                await self._start_tcp(bound["tcp"])
+            if old_server is not None:
+                old_server.close()  # stops accepting; its open connections keep running
+                self.log.info("stopped_listening", protocol="tcp", address=old_addresses.get("tcp"))
 
     async def stop(self, quiet_s: float = 0.2, grace_s: float = 2.0) -> None:
         """Stop accepting; read what connections already sent (until each has been quiet
@@ -228,6 +287,13 @@ class SyslogListeners:
                     await asyncio.wait_for(self.all_closed.wait(), 5)
                 except TimeoutError:
                     self.log.warning("connections_not_closed", stage="receiving", count=len(self.connections))
+
+
+def _bind(make, protocol: str, address: str, *args):
+    try:
+        return make(address, *args)
+    except OSError as e:
+        raise ValueError(f"sources.syslog.{protocol}: cannot bind {address}: {e.strerror or e}") from None
 
 
 def _show(address: tuple[str, int]) -> str:
