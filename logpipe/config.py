@@ -33,6 +33,8 @@ __all__ = [
     "VictoriaLogsSink",
     "ClickHouseSink",
     "FileSink",
+    "SyslogSink",
+    "ElasticsearchSink",
     "SinkConfig",
     "DropTransform",
     "TransformConfig",
@@ -101,7 +103,12 @@ class Daemon(_Base):
 
 class Api(_Base):
     listen: Address | None = "127.0.0.1:8686"
+    # Client CIDRs the API answers; others get 403.
     allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    # /health answers 503 once a sink has been failing (every send in a row) this long.
+    unhealthy_after_s: Annotated[float, Meta(gt=0)] = 60.0
+    # /api/tap: events queued per tapping client before newer ones are dropped (counted).
+    tap_queue_events: PositiveInt = 1000
 
     def __post_init__(self) -> None:
         _check_address(self.listen)
@@ -313,7 +320,74 @@ class FileSink(_SinkBase, tag="file"):
     keep_files: PositiveInt = 5
 
 
-SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink]
+_SD_NAME = re.compile(r'[!-~]{1,32}')  # RFC 5424 SD-NAME: printable US-ASCII, at most 32
+_FACILITIES = ("kern user mail daemon auth syslog lpr news uucp cron authpriv ftp ntp security console "
+               "solaris-cron local0 local1 local2 local3 local4 local5 local6 local7").split()
+_SEVERITIES = "emerg alert crit err warning notice info debug".split()
+
+
+class SyslogSink(_SinkBase, tag="syslog", kw_only=True):
+    """RFC 5424 out: TCP with octet counting (RFC 6587), TLS (RFC 5425) or UDP (RFC 5426)."""
+
+    address: Address
+    protocol: Literal["tcp", "tls", "udp"] = "tcp"
+    # Every event field that is not a header field goes into one SD-ELEMENT with this SD-ID.
+    sd_id: str = "logpipe@32473"
+    # PRI of events without facility / severity (and without level, for the severity).
+    facility: str = "user"
+    severity: str = "info"
+    # TLS: CA bundle to verify the server (system store when unset), client certificate.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_server_name: str | None = None
+    # UDP: a message longer than this is cut (its MSG part) and counted.
+    udp_max_bytes: Annotated[int, Meta(ge=480, le=65507)] = 8192
+
+    def __post_init__(self) -> None:
+        _check_address(self.address)
+        if not _SD_NAME.fullmatch(self.sd_id) or any(c in self.sd_id for c in '= ]"'):
+            raise ValueError(f"sd_id: expected 1-32 printable ASCII characters without = ] \" or space, got {self.sd_id!r}")
+        if self.facility not in _FACILITIES:
+            raise ValueError(f"facility: expected one of {', '.join(_FACILITIES)}, got {self.facility!r}")
+        if self.severity not in _SEVERITIES:
+            raise ValueError(f"severity: expected one of {', '.join(_SEVERITIES)}, got {self.severity!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert: tls_cert and tls_key go together")
+        if self.protocol != "tls" and (self.tls_ca or self.tls_cert or self.tls_server_name):
+            raise ValueError('protocol: tls_* keys need protocol = "tls"')
+
+
+class ElasticsearchSink(_SinkBase, tag="elasticsearch"):
+    """The _bulk API of Elasticsearch, OpenSearch or VictoriaLogs (/insert/elasticsearch)."""
+
+    url: str = "http://127.0.0.1:9200"
+    # {field} from the event (missing: index_missing_value), then strftime of its _time (UTC).
+    index: str = "logs-{service}-%Y.%m.%d"
+    index_missing_value: str = "unknown"
+    # "create" works for data streams (logs-*-* in Elasticsearch 8) and plain indices alike.
+    action: Literal["create", "index"] = "create"
+    # _time is copied under this name too (Elasticsearch data streams need @timestamp); "" = off.
+    timestamp_field: str = "@timestamp"
+    # Extra query parameters (VictoriaLogs: _msg_field, _time_field, _stream_fields).
+    query: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    password: str | None = None
+    api_key: str | None = None  # base64 "id:key" as Elasticsearch issues it
+    compression: Literal["none", "gzip"] = "gzip"
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s@]+(/|$)", self.url):
+            raise ValueError(f'url: expected "http(s)://HOST[:PORT][/PATH]" without credentials, got {self.url!r}')
+        if self.api_key is not None and self.user is not None:
+            raise ValueError("api_key: use either api_key or user/password")
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user: user and password go together")
+        if not re.fullmatch(r"(?:[^{}]|\{[A-Za-z0-9_.@-]+\})+", self.index):
+            raise ValueError(f"index: expected text with {{field}} parts, got {self.index!r}")
+
+
+SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink, SyslogSink, ElasticsearchSink]
 
 
 class DropTransform(_Base, tag_field="type", tag="drop"):

@@ -78,10 +78,19 @@ class Hold:
             lambda: self.bytes
         )
 
+    def reconfigure(self, enrich) -> None:
+        """Reload: new ``match_on`` and bounds apply to lines held from now on. Turning
+        the hold on or off (``hold_ms`` to or from 0) needs a restart; 0 here holds
+        nothing new."""
+        self.hold_s = enrich.hold_ms / 1000
+        self.max_events = enrich.hold_max_events
+        self.max_bytes = enrich.hold_max_bytes
+        self._match_on = enrich.pairs()
+
     def add(self, events: list[dict], holdable: bool) -> list[dict]:
         """Hold what can be held; return the events that go on now (no identifier, or the
         hold is full)."""
-        if self.closed:
+        if self.closed or self.hold_s <= 0:
             return events
         if self._loop is None:
             self._loop = asyncio.get_running_loop()

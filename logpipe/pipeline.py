@@ -53,6 +53,13 @@ class FlowControl:
     def unregister(self, transport) -> None:
         self._transports.discard(transport)
 
+    def release_all(self) -> None:
+        """Resume every transport regardless of pressure (graceful stop: read what was sent)."""
+        self._full.clear()
+        for transport in list(self._transports):
+            if not transport.is_closing():
+                transport.resume_reading()
+
     def set_full(self, lane: str, full: bool) -> None:
         was_paused = bool(self._full)
         if full:
@@ -106,7 +113,9 @@ class Pipeline:
         self.enricher = enricher
         self.transforms = transforms
         self.lanes = lanes
-        self.tap: Callable[[list[dict]], None] | None = None  # set while someone is tapping
+        # Set while someone is tapping (api.TapHub): called with the events after the
+        # transforms and the names of the sinks they go to.
+        self.tap: Callable[[list[dict], list[str]], None] | None = None
         self._dumps = orjson.dumps
         self.hold = None  # a hold.Hold when enrich.hold_ms > 0 (set by the daemon)
 
@@ -144,7 +153,7 @@ class Pipeline:
             if not events:
                 return
         if self.tap is not None:
-            self.tap(events)
+            self.tap(events, [lane.name for lane in self.lanes])
         dumps = self._dumps
         records = [dumps(e) for e in events]
         nbytes = sum(map(len, records)) + len(records)

@@ -116,6 +116,13 @@ class MetadataListener:
         self.address = sock.getsockname()[:2]
         self.log.info("listening", protocol="udp", address=f"{self.address[0]}:{self.address[1]}")
 
+    def reconfigure(self, config: MetadataSource) -> None:
+        """Reload with the same ``udp`` address: the socket stays, the allow list changes.
+        (A changed address gets a new listener, started before this one stops.)"""
+        self.allow = AllowList(config.allow)
+        self.config = config
+        self.table.default_ttl_s = config.ttl_s
+
     async def stop(self) -> None:
         if self._transport is not None:
             self._transport.close()
