@@ -466,3 +466,24 @@ def test_hold_releases_by_announcement_or_deadline_and_leaves_no_index_behind():
         assert (hit_miss.value("hit"), hit_miss.value("miss")) == (1, 1)
 
     run_async(scenario, 10)
+
+
+def test_a_reload_that_moves_the_metadata_port_keeps_authentication(tmp_path):
+    metadata = f'secret = "{SECRET}"'
+
+    async def scenario():
+        daemon = await started(make_config(tmp_path, metadata=metadata))
+        try:
+            new = make_config(tmp_path, metadata=metadata).replace('[sources.metadata]\nudp = "127.0.0.1:0"',
+                                                                   '[sources.metadata]\nudp = "127.0.0.2:0"')
+            assert await daemon.reload(loads(new)) == []
+            assert daemon.metadata.address[0] == "127.0.0.2"
+            udp_send(daemon.metadata.address, orjson.dumps({"hostname": "x", "service": "evil"}))
+            udp_send(daemon.metadata.address, signed({"hostname": "y", "ts": int(time.time())}))
+            await await_until(lambda: metric(daemon, "logpipe_metadata_announcements_total", "ok") == 1, 5)
+            assert metric(daemon, "logpipe_metadata_announcements_total", "malformed") == 1
+            assert set(daemon.table.by_hostname) == {"y"}
+        finally:
+            await daemon.shutdown()
+
+    run_async(scenario, 30)
