@@ -389,7 +389,7 @@ class ParseTransform(_TransformBase, tag="parse", kw_only=True):
         if (self.format == "regex") != (self.pattern is not None):
             raise ValueError('pattern: required with format = "regex", and only then')
         _check_regex("pattern", self.pattern)
-        if self.pattern is not None and not re.compile(self.pattern).groupindex:
+        if self.pattern is not None and not compile_checked(self.pattern).groupindex:
             raise ValueError("pattern: needs at least one named group (?P<name>...)")
 
 
@@ -540,11 +540,16 @@ def _collect(value: Any, typ: Any, path: tuple[str, ...]) -> list[tuple[tuple[st
 def _cross_problems(raw: dict) -> list[tuple[tuple[str, ...], str]]:
     """The whole-config checks, when their parts decode on their own (so a bad route is
     reported together with every other problem)."""
-    try:
-        transforms = msgspec.convert(raw.get("transforms", []), list[TransformConfig])
-        sinks = msgspec.convert(raw.get("sinks", {}), dict[str, SinkConfig])
-    except msgspec.ValidationError:
+    sinks = raw.get("sinks")
+    items = raw.get("transforms")
+    if not isinstance(sinks, dict) or not isinstance(items, list):
         return []
+    transforms = []
+    for item in items:  # a transform that fails on its own is reported already: skip it
+        try:
+            transforms.append(msgspec.convert(item, TransformConfig))
+        except msgspec.ValidationError:
+            transforms.append(None)
     return _transform_problems(transforms, sinks)
 
 

@@ -1,22 +1,24 @@
-"""Operator-supplied regexes, compiled safely: a static check against catastrophic
-backtracking, and a cap on how much text a condition regex sees.
+"""Operator-supplied regexes, compiled so that no pattern can freeze the daemon.
 
-Python's ``re`` has no timeout, so a config typo such as ``(a+)+$`` could freeze the daemon
-on one hostile line. The defence is in two parts:
+Python's ``re`` backtracks and has no timeout: a config typo such as ``(a+)+$`` takes
+exponential time on one hostile line, and even ``a*a*b`` is cubic under ``search`` (a 4 KiB
+line of ``a`` takes 12 s). So:
 
-1. At config load (``logpipe validate``) :func:`check` walks the parsed pattern and rejects
-   the shapes that backtrack exponentially: a repeat whose body can itself repeat
-   (``(a+)+``, ``(a*)*``, ``(\\w+\\s?)*``), and a repeat over alternatives that can start
-   with the same character (``(a|aa)*``, ``(x|.)+``). Alternatives with distinct literal
-   first characters (``(?:get|post)+``) pass, as do possessive quantifiers and atomic
-   groups (``(a++)+``, ``(?>a+)+``), which never backtrack into their body.
-2. What remains is at worst polynomial (``.*a.*b``). Conditions (``matches`` in ``drop``,
-   ``when`` and ``route``) see at most :data:`MAX_MATCH_CHARS` characters of a value, which
-   bounds that cost per event. ``redact`` scans the whole value (a secret past any cap would
-   leak), so its patterns rely on the static check alone; the presets are linear.
-
-The check is deliberately conservative: it may reject a pattern that is in fact safe. The
-error says why, and the pattern can be rewritten with a possessive quantifier.
+1. Operator regexes (``matches`` in ``drop`` / ``when`` / ``route``, ``redact.patterns``,
+   ``parse.pattern``) run on RE2 (the ``google-re2`` package) when it is installed: RE2
+   never backtracks and is linear in the input, whatever the pattern. A pattern using what
+   RE2 lacks (lookaround, backreferences, possessive quantifiers) is rejected by
+   ``logpipe validate`` with the reason. Syntax is checked with Python's parser first, so
+   messages read the same either way.
+2. Without RE2 (fallback), :func:`check` statically rejects the shapes that backtrack
+   exponentially: a repeat whose body can itself repeat (``(a+)+``, ``(\\w+\\s?)*``), and a
+   repeat over alternatives that may start with the same character (``(a|aa)*``). It is
+   conservative and catches the exponential class only; polynomial patterns remain slow on
+   long hostile values, bounded somewhat by :data:`MAX_MATCH_CHARS`.
+3. Fallback only: conditions and ``parse`` see at most :data:`MAX_MATCH_CHARS` characters
+   of a value; ``redact`` scans the whole value (a secret past a cap would leak). With RE2
+   there is no cap (a cut value would change what ``$`` means). The built-in redact
+   presets use Python ``re`` with bounded repeats and are linear.
 """
 
 from __future__ import annotations
@@ -30,23 +32,41 @@ except ImportError:  # pragma: no cover
     import sre_constants as _c  # type: ignore[no-redef]
     import sre_parse as _p  # type: ignore[no-redef]
 
-__all__ = ["MAX_MATCH_CHARS", "check", "compile_checked"]
+try:
+    import re2 as _re2
+except ImportError:  # pragma: no cover - google-re2 is a dependency; kept for odd platforms
+    _re2 = None
+
+__all__ = ["MAX_MATCH_CHARS", "ENGINE", "check", "compile_checked"]
+
+ENGINE = "re2" if _re2 is not None else "re"
 
 # A condition regex sees the first 8 KiB of a value: enough for any field worth matching,
 # small enough that a quadratic pattern costs well under a millisecond per event.
-MAX_MATCH_CHARS = 8192
+MAX_MATCH_CHARS = 8192 if _re2 is None else 1 << 62  # RE2 is linear: no cap needed
 
 _REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT}
 _POSSESSIVE = getattr(_c, "POSSESSIVE_REPEAT", None)
 _ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
 
 
-def compile_checked(pattern: str) -> re.Pattern[str]:
-    """Compiles ``pattern`` or raises ValueError saying why it is refused."""
+def compile_checked(pattern: str):
+    """Compiles ``pattern`` (RE2 when available, else ``re``) or raises ValueError saying
+    why it is refused. The result has ``search``, ``sub`` and ``groupindex``."""
     try:
         compiled = re.compile(pattern)
     except re.error as e:
         raise ValueError(f"bad regex {pattern!r}: {e}") from None
+    if _re2 is not None:
+        options = _re2.Options()
+        options.log_errors = False  # the reason goes into our error, not onto stderr
+        try:
+            return _re2.compile(pattern, options=options)
+        except _re2.error as e:
+            reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+            raise ValueError(
+                f"unsupported regex {pattern!r}: {reason} (the linear-time engine RE2 has no lookaround, backreferences or possessive quantifiers)"
+            ) from None
     problem = check(pattern)
     if problem:
         raise ValueError(f"unsafe regex {pattern!r}: {problem}")

@@ -45,7 +45,7 @@ from .config import (
 from .metrics import Metrics
 from .parse.body import RESERVED, decode_body, normalize_level
 from .parse.timestamps import TimestampResolver, format_time, parse_timezone
-from .safe_regex import MAX_MATCH_CHARS
+from .safe_regex import MAX_MATCH_CHARS, compile_checked
 
 __all__ = ["Transforms", "Targets", "MAX_KEYS"]
 
@@ -78,7 +78,7 @@ def condition(c: Condition) -> Predicate:
         return _equals(name, c.equals)
     if c.contains is not None:
         return _contains(name, c.contains)
-    return _matches(name, re.compile(c.matches or ""))
+    return _matches(name, compile_checked(c.matches or ""))
 
 
 def _equals(name: str, value: object) -> Predicate:
@@ -99,7 +99,7 @@ def _contains(name: str, needle: str) -> Predicate:
     return test
 
 
-def _matches(name: str, regex: re.Pattern[str]) -> Predicate:
+def _matches(name: str, regex) -> Predicate:
     search = regex.search
     cap = MAX_MATCH_CHARS
 
@@ -175,17 +175,17 @@ def _redact(c: RedactTransform, when: Predicate | None, ctx: _Context) -> Step:
     presets = _presets(c.replacement)
     subs: list[tuple[str | None, re.Pattern[str], object]] = [presets[p] for p in c.presets]
     for pattern in c.patterns:
-        regex = re.compile(pattern)
+        regex = compile_checked(pattern)
         if "secret" in regex.groupindex:  # redact only the named group, keep the context
-            def only_secret(m: re.Match[str], r: str = c.replacement) -> str:
-                start, end = m.span("secret")
-                base = m.start()
-                whole = m.group(0)
+            group = regex.groupindex["secret"]
+
+            def only_secret(m, r: str = c.replacement, group: int = group) -> str:
+                start, end, base, whole = m.start(group), m.end(group), m.start(), m.group(0)
                 return whole[: start - base] + r + whole[end - base :] if start >= 0 else whole
 
             subs.append((None, regex, only_secret))
         else:
-            subs.append((None, regex, c.replacement.replace("\\", "\\\\")))
+            subs.append((None, regex, lambda m, r=c.replacement: r))
     fields = tuple(c.fields)
 
     def change(e: dict) -> None:
@@ -372,7 +372,7 @@ def _coerce(c: CoerceTransform, when: Predicate | None, ctx: _Context) -> Step:
 
 def _parse(c: ParseTransform, when: Predicate | None, ctx: _Context) -> Step:
     source, prefix, drop_field, fmt = c.field, c.prefix, c.drop_field, c.format
-    regex = re.compile(c.pattern) if c.pattern else None
+    regex = compile_checked(c.pattern) if c.pattern else None
     failed = ctx.failed
     cap = MAX_MATCH_CHARS
 
