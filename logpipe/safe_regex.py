@@ -37,31 +37,107 @@ try:
 except ImportError:  # pragma: no cover - google-re2 is a dependency; kept for odd platforms
     _re2 = None
 
-__all__ = ["MAX_MATCH_CHARS", "ENGINE", "check", "compile_checked"]
+__all__ = ["MAX_MATCH_CHARS", "ENGINE", "Regex", "check", "compile_checked", "prefilter"]
 
 ENGINE = "re2" if _re2 is not None else "re"
 
 # A condition regex sees the first 8 KiB of a value: enough for any field worth matching,
 # small enough that a quadratic pattern costs well under a millisecond per event.
-MAX_MATCH_CHARS = 8192 if _re2 is None else 1 << 62  # RE2 is linear: no cap needed
+MAX_MATCH_CHARS = 8192  # fallback engine only: RE2 is linear and sees the whole value
 
 _REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT}
 _POSSESSIVE = getattr(_c, "POSSESSIVE_REPEAT", None)
 _ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
 
 
-def compile_checked(pattern: str):
+class Regex:
+    """A compiled operator regex with the three operations transforms need, on ``str``.
+
+    On RE2 the text is matched as UTF-8 bytes: the binding's ``str`` mode maps every
+    offset back to characters and costs ~4x more (11.6 vs 2.7 us for the access-log
+    pattern). RE2 matches on character boundaries, so decoding groups is safe."""
+
+    __slots__ = ("pattern", "groupindex", "_compiled", "_bytes", "_names")
+
+    def __init__(self, pattern: str, compiled, is_bytes: bool) -> None:
+        self.pattern = pattern
+        self._compiled = compiled
+        self._bytes = is_bytes
+        self.groupindex: dict[str, int] = dict(re.compile(pattern).groupindex)
+        names = {i: n for n, i in self.groupindex.items()}
+        self._names = tuple(names.get(i) for i in range(1, re.compile(pattern).groups + 1))
+
+    def test(self, text: str) -> bool:
+        if self._bytes:
+            return self._compiled.search(text.encode("utf-8", "replace")) is not None
+        return self._compiled.search(text[:MAX_MATCH_CHARS]) is not None
+
+    def named_groups(self, text: str) -> dict[str, str] | None:
+        """The named groups that matched at the first match, or None without a match."""
+        if self._bytes:
+            m = self._compiled.search(text.encode("utf-8", "replace"))
+            if m is None:
+                return None
+            return {
+                name: value.decode("utf-8", "replace")
+                for name, value in zip(self._names, m.groups())
+                if name is not None and value is not None
+            }
+        m = self._compiled.search(text[:MAX_MATCH_CHARS])
+        if m is None:
+            return None
+        return {k: v for k, v in m.groupdict().items() if v is not None}
+
+    def redact(self, text: str, replacement: str, group: int = 0) -> str:
+        """``text`` with every match (or just its ``group``) replaced; ``text`` itself
+        when nothing matched."""
+        if self._bytes:
+            data = text.encode("utf-8", "surrogatepass")
+            new = replacement.encode("utf-8")
+            if group:
+                def repl(m, new=new, group=group) -> bytes:
+                    start, end, base, whole = m.start(group), m.end(group), m.start(), m.group(0)
+                    return whole[: start - base] + new + whole[end - base :] if start >= 0 else whole
+            else:
+                def repl(m, new=new) -> bytes:
+                    return new
+            out = self._compiled.sub(repl, data)
+            return text if out == data else out.decode("utf-8", "surrogatepass")
+        if group:
+            def repl_s(m, new=replacement, group=group) -> str:
+                start, end, base, whole = m.start(group), m.end(group), m.start(), m.group(0)
+                return whole[: start - base] + new + whole[end - base :] if start >= 0 else whole
+        else:
+            def repl_s(m, new=replacement) -> str:
+                return new
+        out = self._compiled.sub(repl_s, text)
+        return text if out == text else out
+
+
+def prefilter(alternatives: list[str]):
+    """A fast yes/no test for "any of these may match" (one RE2 search over UTF-8), or None
+    without RE2. Used to skip the Python-``re`` redact presets on text that cannot contain
+    what they look for; each alternative must match wherever its preset would."""
+    if _re2 is None or not alternatives:
+        return None
+    options = _re2.Options()
+    options.log_errors = False
+    search = _re2.compile("|".join(f"(?:{a})" for a in alternatives).encode(), options=options).search
+    return lambda text: search(text.encode("utf-8", "replace")) is not None
+
+
+def compile_checked(pattern: str) -> Regex:
     """Compiles ``pattern`` (RE2 when available, else ``re``) or raises ValueError saying
-    why it is refused. The result has ``search``, ``sub`` and ``groupindex``."""
+    why it is refused."""
     try:
-        compiled = re.compile(pattern)
+        re.compile(pattern)
     except re.error as e:
         raise ValueError(f"bad regex {pattern!r}: {e}") from None
     if _re2 is not None:
         options = _re2.Options()
         options.log_errors = False  # the reason goes into our error, not onto stderr
         try:
-            return _re2.compile(pattern, options=options)
+            return Regex(pattern, _re2.compile(pattern.encode("utf-8"), options=options), True)
         except _re2.error as e:
             reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
             raise ValueError(
@@ -70,7 +146,7 @@ def compile_checked(pattern: str):
     problem = check(pattern)
     if problem:
         raise ValueError(f"unsafe regex {pattern!r}: {problem}")
-    return compiled
+    return Regex(pattern, re.compile(pattern), False)
 
 
 def check(pattern: str) -> str | None:

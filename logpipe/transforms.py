@@ -15,8 +15,8 @@ Invariants:
   yields a target per event, a tuple of sink names or ``None`` for every sink, kept in a list
   parallel to the events (the event itself carries no routing field, so nothing leaks into
   storage). An event whose targets are empty is dropped and counted.
-- Regexes are checked at config load (logpipe/safe_regex.py); condition and ``parse``
-  regexes see at most ``MAX_MATCH_CHARS`` of a value.
+- Operator regexes run on RE2 (linear time; logpipe/safe_regex.py); on the fallback engine
+  they are statically checked and conditions see at most ``MAX_MATCH_CHARS`` of a value.
 - ``sample`` and ``throttle`` keep state per key value; at most ``MAX_KEYS`` keys are held
   (beyond that the state is reset), so hostile key values cannot grow memory.
 """
@@ -45,7 +45,7 @@ from .config import (
 from .metrics import Metrics
 from .parse.body import RESERVED, decode_body, normalize_level
 from .parse.timestamps import TimestampResolver, format_time, parse_timezone
-from .safe_regex import MAX_MATCH_CHARS, compile_checked
+from .safe_regex import Regex, compile_checked, prefilter
 
 __all__ = ["Transforms", "Targets", "MAX_KEYS"]
 
@@ -99,13 +99,12 @@ def _contains(name: str, needle: str) -> Predicate:
     return test
 
 
-def _matches(name: str, regex) -> Predicate:
-    search = regex.search
-    cap = MAX_MATCH_CHARS
+def _matches(name: str, regex: Regex) -> Predicate:
+    test_text = regex.test
 
     def test(e: dict) -> bool:
         v = e.get(name)
-        return v is not None and search((v if type(v) is str else _text(v))[:cap]) is not None
+        return v is not None and test_text(v if type(v) is str else _text(v))
 
     return test
 
@@ -165,27 +164,36 @@ def _presets(replacement: str) -> dict[str, tuple[str | None, re.Pattern[str], o
             re.compile(r"(?<![\w.%+-])[\w.%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"),
             replacement,
         ),
-        "card_number": (None, re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])"), card),
+        "card_number": (None, re.compile(r"(?<![0-9-])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])"), card),
         "bearer_token": (None, re.compile(r"(?i)(\bbearer\s{1,8})[A-Za-z0-9._~+/-]{8,4096}=*"), keep_prefix),
         "url_password": ("://", re.compile(r"(://[^:/@\s]{1,256}:)[^@/\s]{1,256}(?=@)"), keep_prefix),
     }
 
 
+# Per preset, a looser RE2 pattern that matches wherever the preset could (ASCII classes,
+# no lookarounds): a linear RE2 search (~1 us) instead of a Python-re scan (~4 us) on the
+# common value that holds no secret. One gate each: joined into one alternation RE2 got
+# slower than the four apart (measured 9.8 vs ~4 us).
+_GATES = {
+    "email": r"@[A-Za-z0-9-]{1,63}\.",
+    "card_number": r"[0-9](?:[ -]?[0-9]){12,18}",
+    "bearer_token": r"(?i)bearer",
+}
+
+
 def _redact(c: RedactTransform, when: Predicate | None, ctx: _Context) -> Step:
     presets = _presets(c.replacement)
-    subs: list[tuple[str | None, re.Pattern[str], object]] = [presets[p] for p in c.presets]
+    subs: list[tuple[object, re.Pattern[str], object]] = []
+    for name in c.presets:
+        needle, regex, repl = presets[name]
+        gate = prefilter([_GATES[name]]) if name in _GATES else None
+        subs.append((gate or needle, regex, repl))
+    operator = []
     for pattern in c.patterns:
         regex = compile_checked(pattern)
-        if "secret" in regex.groupindex:  # redact only the named group, keep the context
-            group = regex.groupindex["secret"]
-
-            def only_secret(m, r: str = c.replacement, group: int = group) -> str:
-                start, end, base, whole = m.start(group), m.end(group), m.start(), m.group(0)
-                return whole[: start - base] + r + whole[end - base :] if start >= 0 else whole
-
-            subs.append((None, regex, only_secret))
-        else:
-            subs.append((None, regex, lambda m, r=c.replacement: r))
+        # A group named `secret` is all that is replaced; the context stays readable.
+        operator.append((regex.redact, regex.groupindex.get("secret", 0)))
+    replacement = c.replacement
     fields = tuple(c.fields)
 
     def change(e: dict) -> None:
@@ -195,8 +203,11 @@ def _redact(c: RedactTransform, when: Predicate | None, ctx: _Context) -> Step:
                 continue
             new = v
             for needle, regex, repl in subs:
-                if needle is None or needle in new:
+                # needle: None (always), a substring that must be present, or an RE2 gate
+                if needle is None or (needle(new) if callable(needle) else needle in new):
                     new = regex.sub(repl, new)  # type: ignore[arg-type]
+            for redact, group in operator:
+                new = redact(new, replacement, group)
             if new is not v:
                 e[name] = new
 
@@ -374,12 +385,10 @@ def _parse(c: ParseTransform, when: Predicate | None, ctx: _Context) -> Step:
     source, prefix, drop_field, fmt = c.field, c.prefix, c.drop_field, c.format
     regex = compile_checked(c.pattern) if c.pattern else None
     failed = ctx.failed
-    cap = MAX_MATCH_CHARS
 
     def decode(text: str) -> dict | None:
         if regex is not None:
-            m = regex.search(text[:cap])
-            return None if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
+            return regex.named_groups(text)
         is_json = text.lstrip()[:1] == "{"
         if is_json != (fmt == "json"):
             return None
