@@ -10,7 +10,8 @@ Invariants:
 - Counters per transform, per chunk (never per event):
   ``logpipe_transform_events_total{transform, result}`` with result ``in``, ``out``,
   ``dropped`` (and ``failed`` for parse/coerce values that could not be converted). The
-  ``transform`` label is the transform's ``name`` or ``INDEX:TYPE`` (``0:drop``).
+  ``transform`` label is the transform's ``name`` or ``INDEX:TYPE`` (``0:drop``). The older
+  ``logpipe_transform_dropped_total{transform}`` is kept with the same drops.
 - ``route`` is the last transform (config enforces it). It does not change the events: it
   yields a target per event, a tuple of sink names or ``None`` for every sink, kept in a list
   parallel to the events (the event itself carries no routing field, so nothing leaks into
@@ -47,11 +48,10 @@ from .parse.body import RESERVED, decode_body, normalize_level
 from .parse.timestamps import TimestampResolver, format_time, parse_timezone
 from .safe_regex import Regex, compile_checked, prefilter
 
-__all__ = ["Transforms", "Targets", "MAX_KEYS"]
+__all__ = ["Transforms", "MAX_KEYS", "condition", "label_of"]
 
 Step = Callable[[list[dict]], list[dict]]
 Predicate = Callable[[dict], bool]
-Targets = "tuple[str, ...] | None"
 MAX_KEYS = 10_000
 _MISSING = object()
 
@@ -485,6 +485,19 @@ def _router(c: RouteTransform) -> Callable[[dict], tuple[str, ...] | None]:
     return target
 
 
+class _Both:
+    """Adds to two counters at once (per chunk)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b) -> None:
+        self.a, self.b = a, b
+
+    def inc(self, amount: float = 1) -> None:
+        self.a.inc(amount)
+        self.b.inc(amount)
+
+
 class _Context:
     """What a builder may need besides its config: the clock and its own counters."""
 
@@ -519,12 +532,15 @@ class Transforms:
         family = metrics.counter(
             "logpipe_transform_events_total", "Events through each transform, by result", ("transform", "result")
         )
+        # The first counter logpipe had (docs-operations.md, /metrics users): kept, same label.
+        legacy = metrics.counter("logpipe_transform_dropped_total", "Events dropped by a transform", ("transform",))
         self._steps: list[tuple[Step, str, object, object, object]] = []
         self._router: Callable[[dict], tuple[str, ...] | None] | None = None
         self._route_counts: tuple = ()
         for i, config in enumerate(configs):
             label = label_of(i, config)
-            counts = (family.labels(label, "in"), family.labels(label, "out"), family.labels(label, "dropped"))
+            dropped = _Both(family.labels(label, "dropped"), legacy.labels(label))
+            counts = (family.labels(label, "in"), family.labels(label, "out"), dropped)
             if isinstance(config, RouteTransform):
                 self._router = _router(config)
                 self._route_counts = counts

@@ -209,11 +209,12 @@ def test_steps_apply_in_order_and_counters_have_stable_names():
     transforms, metrics = plan(toml)
     out = transforms.apply([{"level": "debug"}, {"level": "info"}])
     assert out == [{"level": "info", "seen": "yes"}]
-    text = metrics.render() if hasattr(metrics, "render") else ""
+    text = metrics.render()
     family = metrics.counter("logpipe_transform_events_total", "", ("transform", "result"))
     assert family.value("quiet", "in") == 2 and family.value("quiet", "dropped") == 1
     assert family.value("1:set", "in") == 1 and family.value("1:set", "out") == 1
-    assert text == "" or 'logpipe_transform_events_total{transform="quiet",result="dropped"} 1' in text
+    assert 'logpipe_transform_events_total{transform="quiet",result="dropped"} 1' in text
+    assert 'logpipe_transform_dropped_total{transform="quiet"} 1' in text
 
 
 # --- validate -----------------------------------------------------------------------------
@@ -237,6 +238,7 @@ def test_steps_apply_in_order_and_counters_have_stable_names():
         pytest.param('type="coerce"\nfields={a="date"}', "transforms.0.fields.a: invalid enum value 'date'", id="coerce-unknown-kind"),
         pytest.param('type="route"\nroutes=[{when={field="a",exists=true},sinks=["nope"]}]', "transforms.0.routes.0.sinks: unknown sink 'nope'", id="route-unknown-sink"),
         pytest.param('type="route"\nroutes=[]\ndefault=["zz"]', "transforms.0.default: unknown sink 'zz'", id="route-unknown-default"),
+        pytest.param('type="route"\nroutes=[]\nwhen={field="a",exists=true}', "transforms.0.when: route takes no when", id="route-when"),
         pytest.param('type="lua"', 'transforms.0.type: expected one of drop, redact', id="unknown-type"),
     ],
 )
