@@ -439,3 +439,14 @@ def test_example_config_on_the_documented_sample_lines():
     assert app["sinks"] == ["app"] and app["event"]["order_id"] == 1842 and "retries" not in app["event"]
     for secret in (b"bob@example.com", b"4111 1111", b"s3cret", b"eyJhbGci"):
         assert secret not in done.stdout
+
+
+def test_tap_sees_each_routed_group_with_its_sinks():
+    config = loads(ROUTED + SINKS)
+    metrics = Metrics()
+    lanes = [SinkLane(n, MemoryBuffer(n, 10**9), "block", FlowControl(), metrics) for n in config.sinks]
+    pipeline = Pipeline(Enricher(MetadataTable(100, 600, metrics), [], metrics), Transforms(config.transforms, metrics), lanes, metrics)
+    seen = []
+    pipeline.tap = lambda events, sinks: seen.append(([e["_msg"] for e in events], sinks))
+    pipeline.ingest([{"_msg": "x", "app_name": "nginx"}, {"_msg": "y"}, {"_msg": "z", "app_name": "nginx"}], holdable=False)
+    assert sorted(seen) == [(["x", "z"], ["a"]), (["y"], ["a", "b"])]
