@@ -106,7 +106,10 @@ async def _check_sinks(config, timeout_s: float = 5.0) -> list[str]:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    """Parse + enrich + transforms on raw lines; prints one JSON event per line."""
+    """Parse + enrich + transforms on raw lines. By default prints each resulting event as
+    one JSON line (the spec's contract) and names the transform that dropped a line on
+    stderr; ``--explain`` prints one JSON object per input line instead:
+    ``{"event": {...}, "sinks": [...]}`` or ``{"event": {...}, "dropped_by": "1:drop"}``."""
     from .enrich import Enricher, MetadataTable
     from .metrics import Metrics
     from .parse.framing import truncate_datagram
@@ -132,19 +135,25 @@ def cmd_test(args: argparse.Namespace) -> int:
                         print(f"{args.metadata}:{n}: {e.result}: {e}", file=sys.stderr)
     enricher = Enricher(table, config.enrich.pairs(), metrics)
     transforms = Transforms(config.transforms, metrics)
+    all_sinks = list(config.sinks)
     stream = open(args.lines, "rb") if args.lines else sys.stdin.buffer
     out = sys.stdout.buffer
     with stream:
-        for raw in stream:
+        for n, raw in enumerate(stream, 1):
             line = truncate_datagram(raw.rstrip(b"\n"), max_line)
             if not line:
                 continue
             events = [parser.parse(line, time.time(), args.source_ip)]
             enricher.enrich(events)
-            kept = transforms.apply(events)
-            if not kept:
-                out.write(orjson.dumps({"dropped": True, "event": events[0]}) + b"\n")
-            for event in kept:
+            event, dropped_by, sinks = transforms.trace(events[0])
+            if args.explain:
+                shown = {"event": event, "dropped_by": dropped_by} if dropped_by else {
+                    "event": event, "sinks": all_sinks if sinks is None else list(sinks)}
+                out.write(orjson.dumps(shown) + b"\n")
+            elif dropped_by:
+                out.flush()
+                print(f"line {n}: dropped by {dropped_by}", file=sys.stderr)
+            else:
                 out.write(orjson.dumps(event) + b"\n")
     out.flush()
     return 0
@@ -308,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("lines", nargs="?", help="file of raw syslog lines (default: stdin)")
     test.add_argument("--metadata", help="file of announcements (JSON lines) loaded first")
     test.add_argument("--source-ip", help="the sender's address for every line")
+    test.add_argument(
+        "--explain",
+        action="store_true",
+        help='one JSON object per line: {"event": ..., "sinks": [...]} or {"event": ..., "dropped_by": "N:TYPE"}',
+    )
     test.set_defaults(func=cmd_test)
 
     announce = sub.add_parser("announce", help="send one metadata announcement")

@@ -3,6 +3,8 @@ buffer. Called once per chunk (a TCP read, a burst of datagrams), never per line
 awaits: sources call it straight from their protocol callbacks.
 
 Each event is encoded once (JSON, orjson) and the same records go to every sink's buffer.
+With a ``route`` transform, each event has a target list (parallel to the events, never a
+field of the event) and each lane gets only the records routed to it, still encoded once.
 
 Flow control: a sink lane whose buffer is full applies its ``when_full``:
 - ``block``: the chunk is still accepted (it was already read), and every TCP source is
@@ -148,6 +150,9 @@ class Pipeline:
         self._forward(events, holdable)
 
     def _forward(self, events: list[dict], holdable: bool) -> None:
+        if self.transforms.routed:
+            self._ingest_routed(events, holdable)
+            return
         if self.transforms:
             events = self.transforms.apply(events)
             if not events:
@@ -159,3 +164,21 @@ class Pipeline:
         nbytes = sum(map(len, records)) + len(records)
         for lane in self.lanes:
             lane.offer(records, nbytes, holdable)
+
+    def _ingest_routed(self, events: list[dict], holdable: bool) -> None:
+        events, targets = self.transforms.apply_routed(events)
+        if not events:
+            return
+        if self.tap is not None:  # one call per distinct target, only while tapping
+            groups: dict = {}
+            for event, target in zip(events, targets):
+                groups.setdefault(target, []).append(event)
+            for target, group in groups.items():
+                self.tap(group, [lane.name for lane in self.lanes] if target is None else list(target))
+        dumps = self._dumps
+        records = [dumps(e) for e in events]
+        for lane in self.lanes:
+            name = lane.name
+            mine = [r for r, t in zip(records, targets) if t is None or name in t]
+            if mine:
+                lane.offer(mine, sum(map(len, mine)) + len(mine), holdable)
