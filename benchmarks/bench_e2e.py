@@ -319,7 +319,8 @@ class VictoriaLogs:
 class Logpipe:
     name = "logpipe"
 
-    def __init__(self, workdir: str, sink_url: str, compression: str, buffer: str, containers: list[dict], workers: int = 1) -> None:
+    def __init__(self, workdir: str, sink_url: str, compression: str, buffer: str, containers: list[dict], workers: int = 1,
+                 concurrency: int = 1) -> None:
         from tests.helpers import DaemonProcess
 
         self.dir = tempfile.mkdtemp(prefix="logpipe-", dir=workdir)
@@ -347,6 +348,7 @@ match_on = ["source_ip=ip", "hostname=hostname", "hostname=container_id", "app_n
 type = "victorialogs"
 url = "{sink_url}"
 compression = "{compression}"
+concurrency = {concurrency}
 buffer = {buffer_conf}
 """
         self.daemon = DaemonProcess(self.dir, config)
@@ -526,6 +528,7 @@ def main() -> None:
     ap.add_argument("--compression", default="none", help="logpipe VictoriaLogs sink compression(s), comma list: none,gzip")
     ap.add_argument("--buffer", default="memory", help="logpipe buffer type(s), comma list: memory,disk")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--concurrency", default="2", help="logpipe sink concurrency value(s), comma list (batches in flight)")
     ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
     ap.add_argument("--_sink")
     ap.add_argument("--_send", nargs=4)
@@ -566,9 +569,11 @@ def main() -> None:
         if "logpipe" in only:
             for comp in args.compression.split(","):
                 for buf in args.buffer.split(","):
-                    label = f"logpipe ({buf}" + (f", {comp}" if comp != "none" else "") + \
-                        (f", {args.workers} workers" if args.workers > 1 else "") + ")"
-                    variants.append((label, lambda url, comp=comp, buf=buf: Logpipe(workdir, url, comp, buf, cs, args.workers)))
+                    for conc in map(int, args.concurrency.split(",")):
+                        label = f"logpipe ({buf}" + (f", {comp}" if comp != "none" else "") + f", {conc} in flight" + \
+                            (f", {args.workers} workers" if args.workers > 1 else "") + ")"
+                        variants.append((label, lambda url, comp=comp, buf=buf, conc=conc:
+                                         Logpipe(workdir, url, comp, buf, cs, args.workers, conc)))
         if "syslog-ng" in only:
             variants.append(("syslog-ng 3.38", lambda url: SyslogNg(workdir, url)))
         for dest in ("sink", "vl"):

@@ -10,6 +10,9 @@ Rules:
 - A non-retryable failure of a batch of several records splits it in halves and sends
   each: only records that fail alone are dead letters (spec, "Dead letters").
 - Each sink's loop is its own task: a slow or dead sink never stalls another's delivery.
+- ``concurrency`` > 1 runs that many send loops for one sink. Batches are taken from the
+  buffer one at a time (a lock: buffers take batches serially), sent and acknowledged
+  concurrently; both buffers accept acknowledgements in any order.
 """
 
 from __future__ import annotations
@@ -68,8 +71,11 @@ class Deliverer:
         retry_max_s: float,
         dead_letters: DeadLetters,
         metrics: Metrics,
+        concurrency: int = 1,
     ) -> None:
         self.sink = sink
+        self.concurrency = max(1, concurrency)
+        self._take_lock = asyncio.Lock()
         self.buffer = buffer
         self.batch = batch
         self.retry_initial_s = retry_initial_s
@@ -95,9 +101,16 @@ class Deliverer:
 
     async def run(self) -> None:
         """Deliver until the buffer is closed and drained, or ``abort()``."""
+        if self.concurrency == 1:
+            await self._run_one()
+        else:
+            await asyncio.gather(*(self._run_one() for _ in range(self.concurrency)))
+
+    async def _run_one(self) -> None:
         max_age_s = self.batch.max_age_ms / 1000
         while True:
-            batch = await self.buffer.next_batch(self.batch.max_events, self.batch.max_bytes, max_age_s)
+            async with self._take_lock:
+                batch = await self.buffer.next_batch(self.batch.max_events, self.batch.max_bytes, max_age_s)
             if batch is None:
                 return
             if await self._deliver(batch):
