@@ -73,7 +73,9 @@ def containers(n: int, rng: random.Random) -> list[dict]:
     for i in range(n):
         cid = "%064x" % rng.getrandbits(256)
         svc = services[i % len(services)]
-        out.append({"container_id": cid, "hostname": cid[:12], "service": svc, "namespace": f"team-{i % 7}",
+        # "ip": "" = no ip: otherwise the announcement's source (127.0.0.1, like the syslog
+        # sender's) would become the entry's ip and every line would join the last one.
+        out.append({"ip": "", "container_id": cid, "hostname": cid[:12], "service": svc, "namespace": f"team-{i % 7}",
                     "image": f"registry.local/{svc}:1.{i % 13}", "pod": f"{svc}-{i:04d}"})
     return out
 
@@ -324,10 +326,9 @@ class Logpipe:
         from tests.helpers import DaemonProcess
 
         self.dir = tempfile.mkdtemp(prefix="logpipe-", dir=workdir)
-        buffer_conf = (
-            '{ type = "memory", max_bytes = 268435456, when_full = "block" }' if buffer == "memory"
-            else '{ type = "disk", max_bytes = 2147483648, when_full = "block" }'
-        )
+        kind, _, mb = buffer.partition(":")  # "memory", "disk", "memory:32" = max_bytes in MiB
+        max_bytes = int(mb) * 1024 * 1024 if mb else (256 if kind == "memory" else 2048) * 1024 * 1024
+        buffer_conf = f'{{ type = "{kind}", max_bytes = {max_bytes}, when_full = "block" }}'
         workers_line = f"workers = {workers}\n" if workers > 1 else ""
         config = f"""
 [daemon]
@@ -526,7 +527,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma list of: logpipe, syslog-ng")
     ap.add_argument("--dest", default="sink,vl", help="comma list of: sink, vl")
     ap.add_argument("--compression", default="none", help="logpipe VictoriaLogs sink compression(s), comma list: none,gzip")
-    ap.add_argument("--buffer", default="memory", help="logpipe buffer type(s), comma list: memory,disk")
+    ap.add_argument("--buffer", default="memory", help="logpipe buffer(s), comma list: memory, disk, memory:MiB (max_bytes; default 256 MiB memory, 2 GiB disk)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--concurrency", default="2", help="logpipe sink concurrency value(s), comma list (batches in flight)")
     ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
