@@ -240,6 +240,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads were runnable but waiting for a CPU (all threads)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except OSError:
+        pass
+    return total / 1e9
+
+
 def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -459,6 +471,7 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
     out = os.path.join(workdir, "sender.json")
     base = count()
     cpu0 = cpu_seconds(shipper.pid)
+    wait0 = runqueue_wait_s(shipper.pid)
     profiler = None
     if os.environ.get("BENCH_PYSPY") and shipper.name == "logpipe":  # profile the daemon under this load
         profiler = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-p", str(shipper.pid),
@@ -467,6 +480,7 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
     sender = subprocess.Popen([sys.executable, __file__, "--_send", shipper.tcp[0], str(shipper.tcp[1]), corpus_path, out])
     arrived, last = wait_count(lambda: count() - base, n_lines, idle_timeout=20)
     cpu1 = cpu_seconds(shipper.pid)
+    wait1 = runqueue_wait_s(shipper.pid)
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
         profiler.wait(30)
@@ -481,6 +495,9 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
         "mb_s": corpus_bytes / elapsed / 1e6,
         "cpu_s_per_m": (cpu1 - cpu0) / max(arrived, 1) * 1e6,
         "rss_mb": peak_rss_mb(shipper.pid),
+        # share of the run the shipper could have run but waited for a CPU: other load
+        "cpu_share": (cpu1 - cpu0) / elapsed,
+        "runq_share": (wait1 - wait0) / elapsed,
     }
     if sink is not None:
         arrivals = sink.stats()["arrivals"]
@@ -495,6 +512,7 @@ def udp_run(shipper, count, rate: int, seconds: int, corpus_path: str) -> dict:
     base = count()
     drops0 = udp_drops(shipper.udp[1])
     metric0 = shipper.kernel_drops_metric()
+    cpu0 = cpu_seconds(shipper.pid)
     proc = subprocess.run(
         ["loggen", "--inet", "--dgram", "--rate", str(rate), "--interval", str(seconds), "--read-file", corpus_path,
          "--loop-reading", "--dont-parse", shipper.udp[0], str(shipper.udp[1])],
@@ -504,7 +522,9 @@ def udp_run(shipper, count, rate: int, seconds: int, corpus_path: str) -> dict:
         raise SystemExit("loggen output not understood: " + proc.stderr[-500:])
     sent = int(m[-1])
     arrived, _ = wait_count(lambda: count() - base, sent, idle_timeout=5)
+    cpu1 = cpu_seconds(shipper.pid)
     return {
+        "cpu_us": (cpu1 - cpu0) / max(arrived, 1) * 1e6,
         "rate": rate, "seconds": seconds, "sent": sent, "arrived": arrived, "lost": sent - arrived,
         "loss_pct": 100.0 * (sent - arrived) / max(sent, 1),
         "kernel_drops": udp_drops(shipper.udp[1]) - drops0,
@@ -610,12 +630,12 @@ def main() -> None:
     print()
     print(f"TCP, one connection, {args.lines:,} lines")
     print()
-    print("| shipper | destination | lines/s | MB/s | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| shipper | destination | lines/s | MB/s | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, dest, r in results:
         print(f"| {label} | {'counting sink' if dest == 'sink' else 'VictoriaLogs'} | {fmt(r['lines_s'])} | {fmt(r['mb_s'], '.1f')} | "
               f"{fmt(r['cpu_s_per_m'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | {fmt(r.get('p50_ms'), '.0f')} | "
-              f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} |")
+              f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} | {r['cpu_share']:.2f} / {r['runq_share']:.2f} |")
     ng = {dest: r for label, dest, r in results if label.startswith("syslog-ng")}
     if ng:
         print()
@@ -628,11 +648,11 @@ def main() -> None:
         print()
         print(f"UDP via loggen, {args.udp_seconds} s per rate, counting sink")
         print()
-        print("| shipper | rate lines/s | sent | arrived | lost | loss % | kernel drops (/proc) | kernel drops (logpipe metric) |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| shipper | rate lines/s | sent | arrived | lost | loss % | kernel drops (/proc) | kernel drops (logpipe metric) | CPU µs per line |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for label, u in udp_results:
             print(f"| {label} | {u['rate']:,} | {u['sent']:,} | {u['arrived']:,} | {u['lost']:,} | {u['loss_pct']:.3f} | "
-                  f"{u['kernel_drops']:,} | {fmt(u['kernel_drops_metric'])} |")
+                  f"{u['kernel_drops']:,} | {fmt(u['kernel_drops_metric'])} | {u['cpu_us']:.1f} |")
 
 
 if __name__ == "__main__":
