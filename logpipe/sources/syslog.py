@@ -197,7 +197,7 @@ class SyslogListeners:
             self.addresses["udp"] = sock.getsockname()[:2]
             self._metrics.counter(
                 "logpipe_udp_kernel_drops_total", "Datagrams the kernel dropped before logpipe read them", ("source",)
-            ).set_function(lambda: udp_kernel_drops(sock), SOURCE)
+            ).set_function(lambda udp_sock=sock: udp_kernel_drops(udp_sock), SOURCE)  # bound now: `sock` is reused below
             self.log.info("listening", protocol="udp", address=_show(self.addresses["udp"]))
         if self.config.tcp:
             sock = tcp_socket(self.config.tcp)
