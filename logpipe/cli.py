@@ -1,4 +1,4 @@
-"""Command line: argv -> run | validate | test | announce. The only place that exits.
+"""Command line: argv -> run | validate | test | announce | replay. The only place that exits.
 
 Exit codes: 0 success, 2 invalid config or usage, 1 runtime failure (e.g. a port that
 cannot be bound).
@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = structlog.get_logger().bind(component="daemon")
 
     async def main() -> None:
-        await Daemon(config).run()
+        await Daemon(config, config_path=args.config).run()
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -49,6 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as e:
         log.error("start_failed", stage="binding", error=f"{e.strerror or e}")
         return 1
+    except ConfigError as e:  # a secret file or variable that cannot be read
+        log.error("start_failed", stage="config", error=str(e))
+        return 2
     return 0
 
 
@@ -70,7 +73,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
         sources.append(f"metadata/udp {config.sources.metadata.udp}")
     sinks = ", ".join(f"{name} ({type(s).__struct_config__.tag})" for name, s in config.sinks.items())
     print(f"ok: {len(sources)} listener(s) [{'; '.join(sources)}], {len(config.transforms)} transform(s), sinks: {sinks}")
+    if not args.no_environment:
+        for warning in asyncio.run(_check_sinks(config)):
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+async def _check_sinks(config, timeout_s: float = 5.0) -> list[str]:
+    """Each sink's reachability probe, concurrently and bounded: warnings, never errors
+    (a destination that is down now may be up when the daemon runs)."""
+    from .sinks import build as build_sink
+
+    async def probe(name: str, sink_config) -> str | None:
+        sink = None
+        try:
+            sink = build_sink(name, sink_config, config.daemon.data_dir)
+            problem = await asyncio.wait_for(sink.check(), timeout_s)
+        except TimeoutError:
+            problem = f"no answer within {timeout_s:.0f}s"
+        except Exception as e:  # a probe must not turn validation into a crash
+            problem = f"{type(e).__name__}: {e}"
+        finally:
+            if sink is not None:
+                try:
+                    await sink.close()
+                except Exception:
+                    pass
+        return f"sinks.{name} ({sink_config.__struct_config__.tag}) not ready: {problem}" if problem else None
+
+    results = await asyncio.gather(*(probe(n, s) for n, s in config.sinks.items()))
+    return [r for r in results if r]
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -168,6 +200,96 @@ def cmd_clickhouse_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Backfill old logs into one sink; see replay.py. Prints a JSON summary on stdout."""
+    import uvloop
+
+    from .logs import configure
+    from .replay import Replay, ReplayOptions
+
+    config = _load_or_exit(args.config)
+    configure(config.daemon.log_level, config.daemon.log_format)
+    mapping = {}
+    for pair in args.map:
+        new, sep, old = pair.partition("=")
+        if not sep or not new or not old:
+            print(f"replay: --map expects NEW=OLD, got {pair!r}", file=sys.stderr)
+            return 2
+        mapping[new] = old
+    if args.rate is not None and args.rate <= 0:
+        print("replay: --rate must be > 0", file=sys.stderr)
+        return 2
+    options = ReplayOptions(sink=args.sink, sources=args.sources, checkpoint=args.checkpoint, rate=args.rate,
+                            format=args.format, table=args.table, mapping=mapping, progress=not args.no_progress)
+
+    async def main() -> dict:
+        return await Replay(config, options).run()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            summary = runner.run(main())
+    except (OSError, ValueError) as e:
+        print(f"replay: {e}", file=sys.stderr)
+        return 2
+    print(orjson.dumps(summary).decode())
+    if summary["complete"]:
+        print(f"replay complete: {summary['sent_events']:,} events sent in {summary['elapsed_s']} s "
+              f"({summary['events_per_s']:,} ev/s), {summary['dead_letter_events']} dead letter(s)", file=sys.stderr)
+        return 0
+    print(f"replay stopped: {summary['sent_events']:,} events confirmed this run; checkpoint {summary['checkpoint']}; "
+          "run the same command to resume", file=sys.stderr)
+    return 1
+
+def _api_url(args: argparse.Namespace) -> str:
+    """``--api URL``, else ``api.listen`` of ``-c FILE`` (a wildcard host means loopback)."""
+    if args.api:
+        return args.api if "://" in args.api else "http://" + args.api
+    if args.config:
+        config = _load_or_exit(args.config)
+        if not config.api.listen:
+            print(f"{args.config}: api.listen is not set; the daemon serves no API", file=sys.stderr)
+            sys.exit(2)
+        host, port = parse_address(config.api.listen)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return "http://127.0.0.1:8686"
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from .top import run
+
+    return run(_api_url(args), args.once, args.interval)
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    """Streams /api/tap to stdout, one JSON object per line: {"sinks": [...], "event": {...}}."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = {"limit": str(args.limit), "rate": str(args.rate)}
+    if args.sink:
+        query["sink"] = args.sink
+    url = _api_url(args).rstrip("/") + "/api/tap?" + urllib.parse.urlencode(query)
+    out = sys.stdout.buffer
+    try:
+        with urllib.request.urlopen(url, timeout=None) as resp:
+            for line in resp:
+                out.write(line)
+                out.flush()
+    except urllib.error.HTTPError as e:
+        print(f"tap: {e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"tap: cannot read {url}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # piped into head
+        return 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logpipe", description="Syslog in, container metadata joined, batched out.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config file")
     validate.add_argument("-c", "--config", required=True)
+    validate.add_argument("--no-environment", action="store_true", help="skip the sink reachability checks")
     validate.set_defaults(func=cmd_validate)
 
     test = sub.add_parser("test", help="parse, enrich and transform raw lines; print events as JSON lines")
@@ -193,6 +316,33 @@ def build_parser() -> argparse.ArgumentParser:
     announce.add_argument("--bind", help="source address to send from")
     announce.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
     announce.set_defaults(func=cmd_announce)
+
+    replay = sub.add_parser("replay", help="backfill old logs (NDJSON, syslog text, gzip'd or not, SQLite) into a sink")
+    replay.add_argument("-c", "--config", required=True)
+    replay.add_argument("--sink", required=True, help="name of the sink in the config")
+    replay.add_argument("sources", nargs="+", metavar="SOURCE", help="files, read in order")
+    replay.add_argument("--checkpoint", help="resume file (default: DATA_DIR/replay/SINK.checkpoint.json)")
+    replay.add_argument("--rate", type=float, help="at most this many events per second")
+    replay.add_argument("--format", choices=("auto", "ndjson", "syslog"), default="auto", help="text files: auto-detected by default")
+    replay.add_argument("--table", help="SQLite sources: the table to read")
+    replay.add_argument("--map", action="append", default=[], metavar="NEW=OLD", help="rename a field/column (repeatable)")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    replay.set_defaults(func=cmd_replay)
+
+    top = sub.add_parser("top", help="live table of a running daemon: rates, errors, buffers, latency")
+    top.add_argument("--api", help="the daemon's API URL (default http://127.0.0.1:8686)")
+    top.add_argument("-c", "--config", help="read api.listen from this config instead")
+    top.add_argument("--once", action="store_true", help="print one frame (two scrapes --interval apart) and exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    top.set_defaults(func=cmd_top)
+
+    tap = sub.add_parser("tap", help="print a sample of the events flowing through a running daemon as JSON lines")
+    tap.add_argument("--api", help="the daemon's API URL (default http://127.0.0.1:8686)")
+    tap.add_argument("-c", "--config", help="read api.listen from this config instead")
+    tap.add_argument("--limit", type=int, default=0, help="stop after N events (default: until interrupted)")
+    tap.add_argument("--sink", help="only events going to this sink")
+    tap.add_argument("--rate", type=float, default=100, help="at most this many events per second (default 100)")
+    tap.set_defaults(func=cmd_tap)
 
     schema = sub.add_parser("clickhouse-schema", help="print a recommended CREATE TABLE for each clickhouse sink's table")
     schema.add_argument("-c", "--config", required=True)

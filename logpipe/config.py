@@ -33,12 +33,15 @@ __all__ = [
     "VictoriaLogsSink",
     "ClickHouseSink",
     "FileSink",
+    "SyslogSink",
+    "ElasticsearchSink",
     "SinkConfig",
     "DropTransform",
     "TransformConfig",
     "load",
     "loads",
     "parse_address",
+    "read_secret",
 ]
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -100,15 +103,47 @@ class Daemon(_Base):
 
 class Api(_Base):
     listen: Address | None = "127.0.0.1:8686"
+    # Client CIDRs the API answers; others get 403.
+    allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    # /health answers 503 once a sink has been failing (every send in a row) this long.
+    unhealthy_after_s: Annotated[float, Meta(gt=0)] = 60.0
+    # /api/tap: events queued per tapping client before newer ones are dropped (counted).
+    tap_queue_events: PositiveInt = 1000
 
     def __post_init__(self) -> None:
         _check_address(self.listen)
+        _check_cidrs(self.allow)
+
+
+def _check_secret_sources(name: str, values: list) -> None:
+    if sum(v is not None for v in values) > 1:
+        raise ValueError(f"{name}: give at most one of {name}, {name}_file, {name}_env")
+
+
+def read_secret(value: str | None, file: str | None, env: str | None, what: str) -> bytes | None:
+    """The secret from the TOML, a file (trailing whitespace ignored) or an environment
+    variable. Errors name the source, never the secret. Raises ConfigError."""
+    import os
+
+    if file is not None:
+        try:
+            with open(file, "rb") as f:
+                return f.read().rstrip()
+        except OSError as e:
+            raise ConfigError([f"{what}_file: cannot read {file}: {e.strerror}"]) from None
+    if env is not None:
+        found = os.environ.get(env)
+        if found is None:
+            raise ConfigError([f"{what}_env: environment variable {env} is not set"])
+        return found.encode()
+    return value.encode() if value is not None else None
 
 
 class Tls(_Base):
     cert: str
     key: str
-    client_ca: str | None = None
+    client_ca: str | None = None  # then clients must present a certificate it signed
+    handshake_timeout_s: PositiveInt = 10
 
 
 class SyslogSource(_Base):
@@ -120,6 +155,8 @@ class SyslogSource(_Base):
     parse_body: Literal["auto", "none"] = "auto"
     tls: Tls | None = None
     max_connections: PositiveInt = 10000
+    # A TCP connection that sends nothing for this long is closed (0: never).
+    idle_timeout_s: NonNegativeInt = 300
     udp_receive_buffer_bytes: PositiveInt = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -133,11 +170,22 @@ class MetadataSource(_Base):
     ttl_s: PositiveInt = 600
     max_entries: PositiveInt = 100_000
     secret: str | None = None
+    secret_file: str | None = None  # the secret's bytes, trailing whitespace ignored
+    secret_env: str | None = None  # name of an environment variable holding it
+    replay_window_s: PositiveInt = 60
     allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    # Token bucket per announcing address: sustained rate and burst.
+    rate_per_s: PositiveInt = 100
+    rate_burst: PositiveInt = 200
+    max_labels: PositiveInt = 64
+    max_label_value_bytes: PositiveInt = 1024
+    # The table is written to data_dir/metadata.snapshot this often and at shutdown (0: never).
+    snapshot_interval_s: NonNegativeInt = 30
 
     def __post_init__(self) -> None:
         _check_address(self.udp)
         _check_cidrs(self.allow)
+        _check_secret_sources("secret", [self.secret, self.secret_file, self.secret_env])
 
 
 class Sources(_Base):
@@ -159,6 +207,8 @@ class Enrich(_Base):
         ]
     )
     hold_ms: NonNegativeInt = 2000
+    hold_max_events: PositiveInt = 100_000
+    hold_max_bytes: PositiveInt = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for pair in self.match_on:
@@ -233,6 +283,8 @@ class ClickHouseSink(_SinkBase, tag="clickhouse"):
     columns: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     password: str | None = None
+    password_file: str | None = None  # trailing whitespace ignored
+    password_env: str | None = None
     compression: Literal["none", "gzip"] = "gzip"
     # At most one insert per table per interval, whatever the batch settings.
     min_insert_interval_ms: NonNegativeInt = 1000
@@ -253,6 +305,7 @@ class ClickHouseSink(_SinkBase, tag="clickhouse"):
             raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
         if "{" in self.table and self.default_table is None:
             raise ValueError("default_table: required when table is a template")
+        _check_secret_sources("password", [self.password, self.password_file, self.password_env])
         if not _CH_IDENTIFIER.fullmatch(self.database):
             raise ValueError(f"database: expected letters, digits and _, got {self.database!r}")
         if not _CH_TEMPLATE.fullmatch(self.table):
@@ -271,7 +324,74 @@ class FileSink(_SinkBase, tag="file"):
     keep_files: PositiveInt = 5
 
 
-SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink]
+_SD_NAME = re.compile(r'[!-~]{1,32}')  # RFC 5424 SD-NAME: printable US-ASCII, at most 32
+_FACILITIES = ("kern user mail daemon auth syslog lpr news uucp cron authpriv ftp ntp security console "
+               "solaris-cron local0 local1 local2 local3 local4 local5 local6 local7").split()
+_SEVERITIES = "emerg alert crit err warning notice info debug".split()
+
+
+class SyslogSink(_SinkBase, tag="syslog", kw_only=True):
+    """RFC 5424 out: TCP with octet counting (RFC 6587), TLS (RFC 5425) or UDP (RFC 5426)."""
+
+    address: Address
+    protocol: Literal["tcp", "tls", "udp"] = "tcp"
+    # Every event field that is not a header field goes into one SD-ELEMENT with this SD-ID.
+    sd_id: str = "logpipe@32473"
+    # PRI of events without facility / severity (and without level, for the severity).
+    facility: str = "user"
+    severity: str = "info"
+    # TLS: CA bundle to verify the server (system store when unset), client certificate.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_server_name: str | None = None
+    # UDP: a message longer than this is cut (its MSG part) and counted.
+    udp_max_bytes: Annotated[int, Meta(ge=480, le=65507)] = 8192
+
+    def __post_init__(self) -> None:
+        _check_address(self.address)
+        if not _SD_NAME.fullmatch(self.sd_id) or any(c in self.sd_id for c in '= ]"'):
+            raise ValueError(f"sd_id: expected 1-32 printable ASCII characters without = ] \" or space, got {self.sd_id!r}")
+        if self.facility not in _FACILITIES:
+            raise ValueError(f"facility: expected one of {', '.join(_FACILITIES)}, got {self.facility!r}")
+        if self.severity not in _SEVERITIES:
+            raise ValueError(f"severity: expected one of {', '.join(_SEVERITIES)}, got {self.severity!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert: tls_cert and tls_key go together")
+        if self.protocol != "tls" and (self.tls_ca or self.tls_cert or self.tls_server_name):
+            raise ValueError('protocol: tls_* keys need protocol = "tls"')
+
+
+class ElasticsearchSink(_SinkBase, tag="elasticsearch"):
+    """The _bulk API of Elasticsearch, OpenSearch or VictoriaLogs (/insert/elasticsearch)."""
+
+    url: str = "http://127.0.0.1:9200"
+    # {field} from the event (missing: index_missing_value), then strftime of its _time (UTC).
+    index: str = "logs-{service}-%Y.%m.%d"
+    index_missing_value: str = "unknown"
+    # "create" works for data streams (logs-*-* in Elasticsearch 8) and plain indices alike.
+    action: Literal["create", "index"] = "create"
+    # _time is copied under this name too (Elasticsearch data streams need @timestamp); "" = off.
+    timestamp_field: str = "@timestamp"
+    # Extra query parameters (VictoriaLogs: _msg_field, _time_field, _stream_fields).
+    query: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    password: str | None = None
+    api_key: str | None = None  # base64 "id:key" as Elasticsearch issues it
+    compression: Literal["none", "gzip"] = "gzip"
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s@]+(/|$)", self.url):
+            raise ValueError(f'url: expected "http(s)://HOST[:PORT][/PATH]" without credentials, got {self.url!r}')
+        if self.api_key is not None and self.user is not None:
+            raise ValueError("api_key: use either api_key or user/password")
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user: user and password go together")
+        if not re.fullmatch(r"(?:[^{}]|\{[A-Za-z0-9_.@-]+\})+", self.index):
+            raise ValueError(f"index: expected text with {{field}} parts, got {self.index!r}")
+
+
+SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink, SyslogSink, ElasticsearchSink]
 
 
 class DropTransform(_Base, tag_field="type", tag="drop"):
@@ -459,8 +579,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+_SECRET_KEYS = frozenset(("secret", "password"))
+
+
 def _render(path: tuple[str, ...], message: str, text: str) -> str:
     name = ".".join(path) if path else "config"
+    if path and path[-1] in _SECRET_KEYS:  # never echo a secret back, even a mistyped one
+        message = re.sub(r", got .*$", ", got <redacted>", message)
     line = _find_line(path, text)
     return f"{name}: {message}" + (f" (line {line})" if line else "")
 

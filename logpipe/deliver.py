@@ -9,6 +9,9 @@ Rules:
   unacknowledged (a disk buffer replays it on the next start).
 - A non-retryable failure of a batch of several records splits it in halves and sends
   each: only records that fail alone are dead letters (spec, "Dead letters").
+- A partial failure (``PartialSendError``, per-record answers) confirms the records it
+  does not name, dead-letters its rejected records at once (no splitting: the destination
+  already said which ones) and retries its retryable records as a smaller batch.
 - Each sink's loop is its own task: a slow or dead sink never stalls another's delivery.
 - ``concurrency`` > 1 runs that many send loops for one sink. Batches are taken from the
   buffer one at a time (a lock: buffers take batches serially), sent and acknowledged
@@ -29,7 +32,7 @@ import structlog
 from .buffer.base import Batch, Buffer
 from .config import Batch as BatchConfig
 from .metrics import Metrics
-from .sinks.base import SendError, Sink
+from .sinks.base import PartialSendError, SendError, Sink
 
 __all__ = ["Deliverer", "DeadLetters"]
 
@@ -98,6 +101,9 @@ class Deliverer:
         self.failing_since: float | None = None  # monotonic time of the first failure in a row
         self.last_error: str | None = None
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # ends a backoff early: abort() or a new sink
+        self._sending: list[Sink] = []  # the sink of each send() running (concurrency > 1: several)
+        self._retired: list[Sink] = []  # replaced sinks to close once their send returns
 
     async def run(self) -> None:
         """Deliver until the buffer is closed and drained, or ``abort()``."""
@@ -107,10 +113,10 @@ class Deliverer:
             await asyncio.gather(*(self._run_one() for _ in range(self.concurrency)))
 
     async def _run_one(self) -> None:
-        max_age_s = self.batch.max_age_ms / 1000
         while True:
-            async with self._take_lock:
-                batch = await self.buffer.next_batch(self.batch.max_events, self.batch.max_bytes, max_age_s)
+            async with self._take_lock:  # self.batch is read per batch: a reload may replace it
+                batch = await self.buffer.next_batch(
+                    self.batch.max_events, self.batch.max_bytes, self.batch.max_age_ms / 1000)
             if batch is None:
                 return
             if await self._deliver(batch):
@@ -122,6 +128,21 @@ class Deliverer:
     def abort(self) -> None:
         """Stop retrying (shutdown deadline passed)."""
         self._stopping.set()
+        self._wake.set()
+
+    def replace_sink(self, sink: Sink, batch: BatchConfig, retry_initial_s: float, retry_max_s: float) -> Sink | None:
+        """Reload: deliver from now on through ``sink`` with these settings. The buffer and
+        any batch in flight stay here, so nothing is lost: a batch being retried is retried
+        on the new sink at once. Returns the old sink if it is idle (the caller closes it);
+        otherwise it is closed here when its running send returns."""
+        old = self.sink
+        self.sink, self.batch = sink, batch
+        self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
+        self._wake.set()
+        if old in self._sending:
+            self._retired.append(old)
+            return None
+        return old
 
     async def _deliver(self, batch: Batch) -> bool:
         """True once every record is confirmed or dead-lettered; False if aborted."""
@@ -130,7 +151,26 @@ class Deliverer:
         while pending:
             current = pending[-1]
             try:
-                await self.sink.send(current)
+                await self._send(current)
+            except PartialSendError as e:
+                pending.pop()
+                self._errors_final.inc()
+                failed = len(e.rejected) + len(e.retryable_records)
+                self._sent_events.inc(len(current.records) - failed)
+                for record, error in e.rejected:
+                    self.dead_letters.write([record], SendError(error, retryable=False, response=e.response))
+                if e.rejected:
+                    self._dead.inc(len(e.rejected))
+                    self.log.error("dead_letter_written", stage="sending", error=str(e), events=len(e.rejected),
+                                   directory=self.dead_letters.directory)
+                if e.retryable_records:
+                    records = e.retryable_records
+                    pending.append(Batch(current.id + ".r", records, sum(map(len, records)) + len(records), current.created))
+                    self._note_failure(e)
+                    if await self._wait(random.uniform(0, delay)):
+                        return False
+                    delay = min(delay * 2, self.retry_max_s)
+                continue
             except SendError as e:
                 if e.retryable:
                     self._errors_retryable.inc()
@@ -174,10 +214,31 @@ class Deliverer:
             self.log.warning("send_failed", stage="sending", error=str(error), retrying=True)
         self.last_error = str(error)
 
-    async def _wait(self, seconds: float) -> bool:
-        """Sleep for a backoff; True if aborted meanwhile."""
+    async def _send(self, batch: Batch) -> None:
+        sink = self.sink
+        self._sending.append(sink)
         try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-            return True
+            await sink.send(batch)
+        finally:
+            self._sending.remove(sink)
+            if self._retired:
+                await self._close_retired()
+
+    async def _close_retired(self) -> None:
+        # Only sinks no other send is still using (concurrency > 1).
+        retired = [s for s in self._retired if s not in self._sending]
+        self._retired = [s for s in self._retired if s in self._sending]
+        for sink in retired:
+            try:
+                await sink.close()
+            except Exception as e:  # a replaced sink failing to close must not stop delivery
+                self.log.warning("sink_close_failed", stage="reloading", error=str(e))
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep for a backoff; True if aborted meanwhile. A replaced sink ends it early."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
         except TimeoutError:
-            return False
+            pass
+        return self._stopping.is_set()

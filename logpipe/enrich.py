@@ -9,6 +9,9 @@ Invariants:
 - An entry is used only until it expires (``ttl_s``, per entry or the default); expired
   entries are never joined even before they are reaped.
 - Joining never overwrites a field the line provided.
+- A snapshot (``snapshot_bytes``/``restore_bytes``) carries each entry's expiry as wall-clock
+  time; restoring gives an entry only the time it has left and skips expired ones.
+- ``on_store`` (the enrichment hold) is told of every stored entry.
 
 Storage is a ``cachetools.TLRUCache`` (per-entry TTL, LRU order by announcement), keyed by
 the entry's primary identifier; three plain dicts index it for the join. The cache's
@@ -21,6 +24,7 @@ import time
 from typing import Any, Callable
 
 import cachetools
+import orjson
 
 from .metrics import Metrics
 from .parse.body import apply_labels
@@ -80,6 +84,8 @@ class MetadataTable:
         self.by_hostname: dict[str, Entry] = {}
         self.by_container_id: dict[str, Entry] = {}
         self._cache = _EntryCache(max_entries, timer, self._unindex)
+        # Called with every stored entry (the enrichment hold re-checks what waits for it).
+        self.on_store: Callable[[Entry], None] | None = None
         self._removed = metrics.counter(
             "logpipe_metadata_removed_total", "Metadata entries that left the table, by reason", ("reason",)
         )
@@ -99,6 +105,9 @@ class MetadataTable:
                 self._cache.pop(entry.key, None)
                 self._unindex(entry, "removed")
             return "removed"
+        return self._store(ann, ann.ttl_s or self.default_ttl_s)
+
+    def _store(self, ann: Announcement, ttl_s: float) -> str:
         if ann.container_id:
             key = ("container_id", ann.container_id)
         elif ann.hostname:
@@ -108,7 +117,7 @@ class MetadataTable:
         old = self._cache.get(key)
         if old is not None:
             self._unindex(old, None)
-        entry = Entry(key, ann, ann.ttl_s or self.default_ttl_s)
+        entry = Entry(key, ann, ttl_s)
         self._cache[key] = entry  # may expire or evict others, which unindexes them
         if ann.ip:
             self.by_ip[ann.ip] = entry
@@ -118,6 +127,8 @@ class MetadataTable:
             self.by_container_id[ann.container_id] = entry
             if len(ann.container_id) > SHORT_ID:
                 self.by_container_id[ann.container_id[:SHORT_ID]] = entry
+        if self.on_store is not None:
+            self.on_store(entry)
         return "ok"
 
     def expire(self) -> None:
@@ -127,6 +138,41 @@ class MetadataTable:
     def entries(self) -> list[Entry]:
         now = self.timer()
         return [e for e in self._cache.values() if e.expires > now]
+
+    # --- persistence --------------------------------------------------------------
+    # The snapshot stores each entry's expiry as wall-clock unix time: the table's timer
+    # is monotonic and means nothing to the next process.
+
+    def snapshot_bytes(self) -> bytes:
+        now = self.timer()
+        wall = time.time()
+        entries = [
+            {"ip": e.ip, "hostname": e.hostname, "container_id": e.container_id, "labels": e.labels,
+             "expires_at": round(wall + (e.expires - now), 3)}
+            for e in self._cache.values()
+            if e.expires > now
+        ]
+        return orjson.dumps({"version": 1, "written_at": wall, "entries": entries})
+
+    def restore_bytes(self, data: bytes) -> int:
+        """Load a snapshot; entries already expired (by the wall clock) are skipped.
+        Returns how many were restored. Raises ValueError on a damaged snapshot."""
+        doc = orjson.loads(data)
+        if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("entries"), list):
+            raise ValueError("not a metadata snapshot (version 1)")
+        wall = time.time()
+        restored = 0
+        for item in doc["entries"]:
+            remaining = item["expires_at"] - wall
+            if remaining <= 0:
+                continue
+            labels = {str(k): str(v) for k, v in item["labels"].items()}
+            ann = Announcement("announce", item["ip"], item["hostname"], item["container_id"], None, labels)
+            if not (ann.ip or ann.hostname or ann.container_id):
+                continue
+            self._store(ann, remaining)
+            restored += 1
+        return restored
 
     def _matching(self, ann: Announcement) -> list[Entry]:
         found: dict[int, Entry] = {}
@@ -163,12 +209,18 @@ class Enricher:
         enrich_total = metrics.counter("logpipe_enrich_total", "Events joined to the metadata table, by result", ("result",))
         self._hits = enrich_total.labels("hit")
         self._misses = enrich_total.labels("miss")
-        enrich_total.labels("held")
+        self.held = enrich_total.labels("held")
 
-    def enrich(self, events: list[dict]) -> None:
+    def count_misses(self, n: int) -> None:
+        self._misses.inc(n)
+
+    def enrich(self, events: list[dict], count_misses: bool = True) -> list[dict]:
+        """Tag what the table knows; return the events that found nothing (counted as
+        misses unless the caller will hold them and count them later)."""
         plan = self._plan
         now = self.table.timer()
         hits = 0
+        missed = []
         for event in events:
             for line_field, index in plan:
                 value = event.get(line_field)
@@ -185,5 +237,9 @@ class Enricher:
                     apply_labels(event, entry.labels)
                 hits += 1
                 break
+            else:
+                missed.append(event)
         self._hits.inc(hits)
-        self._misses.inc(len(events) - hits)
+        if count_misses:
+            self._misses.inc(len(missed))
+        return missed

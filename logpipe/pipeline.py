@@ -14,6 +14,12 @@ Flow control: a sink lane whose buffer is full applies its ``when_full``:
   through TCP. UDP cannot be held back, so a UDP chunk that meets a full buffer is dropped
   and counted (reason ``buffer_full``).
 - ``drop_newest``: the chunk is dropped and counted (reason ``buffer_full``).
+
+Late arrivals (``enrich.hold_ms`` > 0, see hold.py): the events of a chunk that found no
+metadata wait in the hold and re-enter here (``release``) as a chunk of their own, enriched
+again, with the flow-control mode (``holdable``) of the source they came from. Held events
+and their neighbours from the same TCP connection may therefore reach the sinks in a
+different order; stores order by ``_time``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,13 @@ class FlowControl:
 
     def unregister(self, transport) -> None:
         self._transports.discard(transport)
+
+    def release_all(self) -> None:
+        """Resume every transport regardless of pressure (graceful stop: read what was sent)."""
+        self._full.clear()
+        for transport in list(self._transports):
+            if not transport.is_closing():
+                transport.resume_reading()
 
     def set_full(self, lane: str, full: bool) -> None:
         was_paused = bool(self._full)
@@ -104,21 +117,47 @@ class Pipeline:
         self.enricher = enricher
         self.transforms = transforms
         self.lanes = lanes
-        self.tap: Callable[[list[dict]], None] | None = None  # set while someone is tapping
+        # Set while someone is tapping (api.TapHub): called with the events after the
+        # transforms and the names of the sinks they go to.
+        self.tap: Callable[[list[dict], list[str]], None] | None = None
         self._dumps = msgspec.json.Encoder().encode
+        self.hold = None  # a hold.Hold when enrich.hold_ms > 0 (set by the daemon)
 
     def ingest(self, events: list[dict], holdable: bool) -> None:
         """Enrich, transform, encode once, and hand the records to every sink lane.
         ``holdable`` says whether the source can be paused (TCP) or not (UDP)."""
         if not events:
             return
+        hold = self.hold
+        if hold is None:
+            self.enricher.enrich(events)
+        else:
+            missed = self.enricher.enrich(events, count_misses=False)
+            if missed:
+                passing = hold.add(missed, holdable)
+                held = len(missed) - len(passing)
+                if held:
+                    self.enricher.held.inc(held)
+                    held_ids = {id(e) for e in missed} - {id(e) for e in passing}
+                    events = [e for e in events if id(e) not in held_ids]
+                if passing:
+                    self.enricher.count_misses(len(passing))
+                if not events:
+                    return
+        self._forward(events, holdable)
+
+    def release(self, events: list[dict], holdable: bool) -> None:
+        """Events coming out of the hold: enrich again (counted hit or miss), forward."""
         self.enricher.enrich(events)
+        self._forward(events, holdable)
+
+    def _forward(self, events: list[dict], holdable: bool) -> None:
         if self.transforms:
             events = self.transforms.apply(events)
             if not events:
                 return
         if self.tap is not None:
-            self.tap(events)
+            self.tap(events, [lane.name for lane in self.lanes])
         dumps = self._dumps
         records = [dumps(e) for e in events]
         nbytes = sum(map(len, records)) + len(records)

@@ -17,13 +17,12 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
-import time
 import urllib.error
 import urllib.request
-from typing import Callable
 
 import pytest
+
+from .helpers import wait_until as wait_for
 
 __all__ = ["ClickHouseServer", "clickhouse", "wait_for", "BINARY"]
 
@@ -63,17 +62,6 @@ _USERS = """<?xml version="1.0"?>
 """
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str = "condition") -> object:
-    """Poll ``predicate`` every 10 ms until it returns something truthy, or fail."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(0.01)
 
 
 def _listening_ports(pid: int) -> list[int]:

@@ -12,14 +12,17 @@ import threading
 import time
 from typing import Awaitable, Callable
 
+import gzip
+import http.server
 import json
 import signal
 import sys
+import urllib.parse
 import urllib.request
 
 import orjson
 
-__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin", "DaemonProcess", "parse_host_port"]
+__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin", "DaemonProcess", "parse_host_port", "FakeVictoriaLogs"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -89,8 +92,6 @@ class VictoriaLogsServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, port: int | None = None) -> None:
-        import urllib.request
-
         for _attempt in range(5):
             self.port = port or free_port()
             self.proc = subprocess.Popen(
@@ -126,8 +127,6 @@ class VictoriaLogsServer:
         self.proc = None
 
     def query(self, logsql: str, limit: int = 100_000) -> list[dict]:
-        import urllib.parse
-        import urllib.request
 
         with urllib.request.urlopen(self.url + "/internal/force_flush", timeout=10):
             pass
@@ -219,3 +218,47 @@ class DaemonProcess:
 def parse_host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
+
+
+class FakeVictoriaLogs:
+    """A VictoriaLogs-shaped HTTP server whose availability the test controls: POST
+    /insert/jsonline answers 503 while ``down``, else stores the events and answers 204."""
+
+    def __init__(self, down: bool = True) -> None:
+        self.down = down
+        self.messages: list[str] = []
+        self.events: list[dict] = []
+        self.requests: list[tuple[dict, dict]] = []
+        self.posts = 0
+        lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    owner.posts += 1
+                    if owner.down:
+                        self.send_response(503)
+                        self.end_headers()
+                        return
+                    if self.headers.get("Content-Encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    events = [json.loads(line) for line in body.splitlines() if line]
+                    owner.events += events
+                    owner.messages += [e.get("_msg") for e in events]
+                    owner.requests.append((dict(self.headers), dict(urllib.parse.parse_qsl(self.path.partition("?")[2]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

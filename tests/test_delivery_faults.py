@@ -10,15 +10,11 @@ These tests are slow-ish (a few seconds each, real processes): ~20 s for the fil
 
 from __future__ import annotations
 
-import gzip
-import http.server
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -29,22 +25,17 @@ import pytest
 from logpipe.buffer import record
 
 from .helpers import DaemonProcess as Logpipe
-from .helpers import parse_host_port as _address
+from .helpers import wait_until as _wait_until
+from .helpers import FakeVictoriaLogs as FakeInsert
 
 TIMEOUT = 60.0
 
 
-def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition"):
-    """Poll ``predicate`` every 10 ms until it returns something truthy, or fail."""
-    deadline = time.monotonic() + timeout
-    ticker = threading.Event()
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        ticker.wait(0.01)
+def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition"):
+    """These scenarios move tens of thousands of lines through real processes: allow 60 s."""
+    return _wait_until(predicate, timeout, what)
+
+
 
 
 def config(data_dir: str, sink: str, buffer: str, *, batch: str = "{ max_events = 1000, max_age_ms = 100 }") -> str:
@@ -124,44 +115,6 @@ def report(label: str, missing: set[int], duplicated: int) -> None:
 # --- a VictoriaLogs-shaped HTTP server whose availability the test controls ------------------
 
 
-class FakeInsert:
-    """POST /insert/jsonline: 503 while ``down``, else stores the lines and answers 204."""
-
-    def __init__(self) -> None:
-        self.down = True
-        self.messages: list[str] = []
-        self.posts = 0
-        lock = threading.Lock()
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with lock:
-                    owner.posts += 1
-                    if owner.down:
-                        self.send_response(503)
-                        self.end_headers()
-                        return
-                    if self.headers.get("Content-Encoding") == "gzip":
-                        body = gzip.decompress(body)
-                    owner.messages += [json.loads(line)["_msg"] for line in body.splitlines() if line]
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def fake_insert():
     server = FakeInsert()
@@ -189,13 +142,13 @@ def test_sigkill_with_lines_in_the_disk_buffer_loses_nothing(tmp_path, refused_u
     try:
         for start in range(0, total, 1000):  # several connections, several chunks
             send_tcp(daemon.tcp, lines("b", start, 1000))
-        wait_for(lambda: daemon.buffer_events("out") == total, what="all lines in the buffer")
+        wait_until(lambda: daemon.buffer_events("out") == total, what="all lines in the buffer")
     finally:
         daemon.kill()  # SIGKILL: no flush, no ledger write, nothing graceful
     # Same sink name, now a file sink that works: the buffer is replayed into it.
     daemon = Logpipe(str(tmp_path), config(data_dir, file_sink(), buffer))
     try:
-        wait_for(lambda: daemon.buffer_events("out") == 0, what="the replay to drain")
+        wait_until(lambda: daemon.buffer_events("out") == 0, what="the replay to drain")
         replayed = daemon.metric("logpipe_buffer_replayed_events_total", "sink=out")
     finally:
         assert daemon.stop() == 0
@@ -216,14 +169,14 @@ def test_sigkill_while_delivering_loses_nothing(tmp_path, fake_insert):
     try:
         sender = threading.Thread(target=send_tcp, args=(daemon.tcp, lines("k", 0, total)))
         sender.start()
-        wait_for(lambda: len(fake_insert.messages) >= 2000, what="delivery to be under way")
+        wait_until(lambda: len(fake_insert.messages) >= 2000, what="delivery to be under way")
     finally:
         daemon.kill()
         sender.join(TIMEOUT)
     received_before_kill = len(fake_insert.messages)
     daemon = Logpipe(str(tmp_path), config(data_dir, vl_sink(fake_insert.url), buffer))
     try:
-        wait_for(lambda: daemon.buffer_events("out") == 0, what="the replay to drain")
+        wait_until(lambda: daemon.buffer_events("out") == 0, what="the replay to drain")
     finally:
         daemon.stop()
     # What the first daemon read before SIGKILL is the promise; the rest of the stream
@@ -270,7 +223,7 @@ def test_truncated_and_flipped_segments_deliver_every_intact_record_and_count_th
     try:
         for start in range(0, total, 100):
             send_tcp(daemon.tcp, lines("c", start, 100))
-        wait_for(lambda: daemon.buffer_events("out") == total, what="all lines in the buffer")
+        wait_until(lambda: daemon.buffer_events("out") == total, what="all lines in the buffer")
     finally:
         assert daemon.stop() == 0  # graceful: the data stays on disk
     segments = segment_records(os.path.join(data_dir, "buffer", "out"))
@@ -292,7 +245,7 @@ def test_truncated_and_flipped_segments_deliver_every_intact_record_and_count_th
 
     daemon = Logpipe(str(tmp_path), config(data_dir, file_sink(), buffer))
     try:
-        wait_for(lambda: daemon.buffer_events("out") == 0, what="the replay to drain")
+        wait_until(lambda: daemon.buffer_events("out") == 0, what="the replay to drain")
         corrupt = daemon.metric("logpipe_buffer_corrupt_records_total", "sink=out")
         dropped = daemon.metric("logpipe_dropped_events_total", "stage=buffering,reason=corrupt")
     finally:
@@ -317,16 +270,16 @@ def test_full_buffer_with_block_holds_tcp_senders_back_and_drops_nothing(tmp_pat
         payload = lines("d", 0, total, pad=200)
         sender = threading.Thread(target=send_tcp, args=(daemon.tcp, payload, 65536))
         sender.start()
-        wait_for(lambda: daemon.stats()["sinks"]["out"]["buffer_bytes"] >= 200000, what="the buffer to fill")
-        wait_for(lambda: daemon.logged("sources_paused"), what="sources to pause")
+        wait_until(lambda: daemon.stats()["sinks"]["out"]["buffer_bytes"] >= 200000, what="the buffer to fill")
+        wait_until(lambda: daemon.logged("sources_paused"), what="sources to pause")
         # Held back: with the sink down, the sender stays blocked and reading stopped.
         received = daemon.metric("logpipe_received_events_total", "source=syslog,protocol=tcp")
         assert sender.is_alive() and received < total
         fake_insert.down = False
         sender.join(TIMEOUT)
         assert not sender.is_alive()
-        wait_for(lambda: len(fake_insert.messages) >= total, what="every line to be delivered")
-        wait_for(lambda: daemon.buffer_events("out") == 0, what="the buffer to drain")
+        wait_until(lambda: len(fake_insert.messages) >= total, what="every line to be delivered")
+        wait_until(lambda: daemon.buffer_events("out") == 0, what="the buffer to drain")
         dropped = daemon.metric("logpipe_dropped_events_total", "stage=buffering,reason=buffer_full")
     finally:
         assert daemon.stop() == 0
@@ -343,7 +296,7 @@ def test_full_buffer_with_drop_newest_counts_every_drop_exactly(tmp_path, fake_i
     daemon = Logpipe(str(tmp_path), config(data_dir, vl_sink(fake_insert.url), buffer))
     try:
         send_tcp(daemon.tcp, lines("e", 0, total, pad=100))
-        wait_for(
+        wait_until(
             lambda: daemon.metric("logpipe_received_events_total", "source=syslog,protocol=tcp") == total,
             what="every line to be read",
         )
@@ -351,7 +304,7 @@ def test_full_buffer_with_drop_newest_counts_every_drop_exactly(tmp_path, fake_i
         buffered = daemon.buffer_events("out")
         assert dropped > 0 and buffered + dropped == total
         fake_insert.down = False
-        wait_for(lambda: daemon.buffer_events("out") == 0, what="the buffer to drain")
+        wait_until(lambda: daemon.buffer_events("out") == 0, what="the buffer to drain")
     finally:
         assert daemon.stop() == 0
     missing, duplicated, seen = tally(fake_insert.messages, "e", set(range(total)))
@@ -377,9 +330,9 @@ class VictoriaLogs:
         self._log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         if not port:
-            self.port = wait_for(self._bound_port, 20, "VictoriaLogs to listen")
+            self.port = wait_until(self._bound_port, 20, "VictoriaLogs to listen")
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_for(self._healthy, 20, "VictoriaLogs /health")
+        wait_until(self._healthy, 20, "VictoriaLogs /health")
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -433,17 +386,17 @@ def test_victorialogs_outage_while_20000_lines_arrive_loses_nothing(tmp_path):
             sender.start()
         for sender in senders:
             sender.join(TIMEOUT)
-        wait_for(lambda: daemon.buffer_events("out") == total, what="all lines in the buffer")
-        wait_for(
+        wait_until(lambda: daemon.buffer_events("out") == total, what="all lines in the buffer")
+        wait_until(
             lambda: time.monotonic() - outage_started >= 3
             and daemon.metric("logpipe_send_errors_total", "sink=out,retryable=true") >= 3,
             what="a 3 s outage with failed sends",
         )
         store = VictoriaLogs(vl_data, port)  # same port, same data
-        wait_for(lambda: daemon.buffer_events("out") == 0, what="the backlog to drain")
+        wait_until(lambda: daemon.buffer_events("out") == 0, what="the backlog to drain")
     finally:
         daemon.stop()
-    messages = wait_for(lambda: (m := store.messages('"fault-a"')) and len(m) >= total and m, 30, "rows to be queryable")
+    messages = wait_until(lambda: (m := store.messages('"fault-a"')) and len(m) >= total and m, 30, "rows to be queryable")
     store.stop()
     missing, duplicated, _ = tally(messages, "a", set(range(total)))
     report("victorialogs outage", missing, duplicated)

@@ -1,5 +1,7 @@
 """The TCP framer: per-frame choice of octet counting vs LF/NUL, truncation, resync."""
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -83,7 +85,7 @@ def test_buffer_stays_bounded_without_terminator():
     assert len(framer._buf) <= 100 + 1000
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=int(os.environ.get("LOGPIPE_FUZZ_EXAMPLES", "300")), deadline=None)
 @given(st.binary(max_size=400), st.integers(min_value=1, max_value=50))
 def test_framer_never_raises_and_respects_limit(data, chunk):
     framer = StreamFramer(64)
@@ -94,7 +96,7 @@ def test_framer_never_raises_and_respects_limit(data, chunk):
     assert all(0 < len(m) <= 64 for m in out)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=int(os.environ.get("LOGPIPE_FUZZ_EXAMPLES", "200")), deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=80).filter(lambda b: b.rstrip(b"\r\n\x00") == b and b), max_size=20),
        st.integers(min_value=1, max_value=30))
 def test_octet_counted_messages_round_trip_in_any_chunking(messages, chunk):

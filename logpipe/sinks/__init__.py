@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import ClickHouseSink, FileSink, SinkConfig, VictoriaLogsSink
+from ..config import ClickHouseSink, ElasticsearchSink, FileSink, SinkConfig, SyslogSink, VictoriaLogsSink
 from .base import SendError, Sink
 
 __all__ = ["SendError", "Sink", "build"]
@@ -21,4 +21,12 @@ def build(name: str, config: SinkConfig, data_dir: str) -> Sink:
         from .clickhouse import ClickHouse
 
         return ClickHouse(name, config)
+    if isinstance(config, SyslogSink):
+        from .syslog import Syslog
+
+        return Syslog(name, config)
+    if isinstance(config, ElasticsearchSink):
+        from .elasticsearch import Elasticsearch
+
+        return Elasticsearch(name, config)
     raise ValueError(f"sinks.{name}: unsupported type")  # pragma: no cover - config rejects it

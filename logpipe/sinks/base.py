@@ -8,6 +8,10 @@ that for every sink alike.
   :class:`SendError`. ``retryable=False`` means "these records will never be accepted"
   (the deliverer splits the batch to find the bad records and dead-letters them);
   ``retryable=True`` means "try again later" (connection refused, timeouts, 429, 5xx).
+- A destination that answers per record (Elasticsearch ``_bulk``) raises
+  :class:`PartialSendError` when only some records failed: every record of the batch not
+  named in it counts as confirmed; ``rejected`` records go to the dead letters with their
+  own error, ``retryable_records`` are sent again (with backoff) as a smaller batch.
 - ``close()`` releases connections; it is called once, after the last ``send``.
 - A sink also exposes ``check()``: an optional, cheap reachability probe for
   ``logpipe validate`` (returns an error text or None).
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from ..buffer.base import Batch
 
-__all__ = ["SendError", "Sink", "Batch"]
+__all__ = ["SendError", "PartialSendError", "Sink", "Batch"]
 
 
 class SendError(Exception):
@@ -28,6 +32,21 @@ class SendError(Exception):
         self.retryable = retryable
         self.status = status
         self.response = response
+
+
+class PartialSendError(SendError):
+    """Some records of a batch failed, each on its own; the others are confirmed.
+
+    ``rejected``: (record, error text) pairs the destination will never accept.
+    ``retryable_records``: records to send again later (per-record 429/5xx).
+    """
+
+    def __init__(
+        self, message: str, *, rejected: list[tuple[bytes, str]], retryable_records: list[bytes], response: str | None = None
+    ) -> None:
+        super().__init__(message, retryable=bool(retryable_records), response=response)
+        self.rejected = rejected
+        self.retryable_records = retryable_records
 
 
 class Sink:

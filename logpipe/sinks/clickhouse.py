@@ -51,7 +51,7 @@ import structlog
 from cachetools import LRUCache
 
 from ..buffer.base import Batch
-from ..config import ClickHouseSink
+from ..config import ClickHouseSink, read_secret
 from .base import SendError, Sink
 from .clickhouse_ddl import create_table_sql
 from .http import HttpPoster
@@ -331,8 +331,9 @@ class ClickHouse(Sink):
         self.headers = {"Content-Type": "application/x-ndjson", "Connection": "close"}
         if config.user is not None:
             self.headers["X-ClickHouse-User"] = config.user
-        if config.password is not None:
-            self.headers["X-ClickHouse-Key"] = config.password
+        password = read_secret(config.password, config.password_file, config.password_env, "password")
+        if password is not None:
+            self.headers["X-ClickHouse-Key"] = password.decode()
         self._http = HttpPoster(f"clickhouse {name}", config.request_timeout_s, 1 if config.compression == "gzip" else None)
         self._plain = HttpPoster(f"clickhouse {name}", config.request_timeout_s, None)  # queries: tiny bodies
         self._template = _Template(config.table, config.default_table)

@@ -34,11 +34,51 @@ class _Protocol(asyncio.DatagramProtocol):
         pass
 
 
+class RateLimiter:
+    """A token bucket per source address: ``rate_per_s`` sustained, ``burst`` at once.
+    The buckets dict is bounded: at ``max_addresses`` the full (idle) buckets are
+    forgotten, and if that frees nothing, all are (a fresh bucket is a full one, so
+    forgetting only ever errs towards admitting)."""
+
+    def __init__(self, rate_per_s: float, burst: float, max_addresses: int = 65536) -> None:
+        self.rate = rate_per_s
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self._buckets: dict[str, list[float]] = {}  # ip -> [tokens, last refill]
+
+    def allow(self, ip: str, now: float) -> bool:
+        bucket = self._buckets.get(ip)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses:
+                self._forget_idle(now)
+            bucket = self._buckets[ip] = [self.burst, now]
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < 1:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1
+        return True
+
+    def _forget_idle(self, now: float) -> None:
+        full = [ip for ip, (tokens, last) in self._buckets.items() if tokens + (now - last) * self.rate >= self.burst]
+        for ip in full:
+            del self._buckets[ip]
+        if len(self._buckets) >= self.max_addresses:
+            self._buckets.clear()
+
+
 class MetadataListener:
     def __init__(self, config: MetadataSource, table: MetadataTable, metrics: Metrics, secret: bytes | None = None) -> None:
         self.config = config
         self.table = table
-        self.decoder = AnnouncementDecoder(secret=secret)
+        self.decoder = AnnouncementDecoder(
+            secret=secret,
+            replay_window_s=config.replay_window_s,
+            max_labels=config.max_labels,
+            max_value_bytes=config.max_label_value_bytes,
+        )
+        self.rate = RateLimiter(config.rate_per_s, config.rate_burst)
         self.allow = AllowList(config.allow)
         family = metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
         self._results = {r: family.labels(r) for r in RESULTS}
@@ -57,6 +97,8 @@ class MetadataListener:
         self._bytes.inc(len(data))
         if not self.allow.allowed(ip):
             result = "not_allowed"
+        elif not self.rate.allow(ip, time.monotonic()):
+            result = "rate_limited"
         else:
             try:
                 result = self.table.apply(self.decoder.decode(data, ip, time.time()))
@@ -75,6 +117,13 @@ class MetadataListener:
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         self.address = sock.getsockname()[:2]
         self.log.info("listening", protocol="udp", address=f"{self.address[0]}:{self.address[1]}")
+
+    def reconfigure(self, config: MetadataSource) -> None:
+        """Reload with the same ``udp`` address: the socket stays, the allow list changes.
+        (A changed address gets a new listener, started before this one stops.)"""
+        self.allow = AllowList(config.allow)
+        self.config = config
+        self.table.default_ttl_s = config.ttl_s
 
     async def stop(self) -> None:
         if self._transport is not None:

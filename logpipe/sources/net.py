@@ -59,7 +59,11 @@ def udp_socket(address: str, receive_buffer_bytes: int | None = None) -> socket.
             sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), receive_buffer_bytes)
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 
@@ -67,9 +71,13 @@ def udp_socket(address: str, receive_buffer_bytes: int | None = None) -> socket.
 def tcp_socket(address: str) -> socket.socket:
     host, port = parse_address(address)
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()  # a failed bind (say, on reload) must not leak the descriptor
+        raise
     sock.setblocking(False)
     return sock
 

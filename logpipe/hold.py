@@ -1,0 +1,208 @@
+"""The late-arrival hold: events whose join found nothing wait up to ``enrich.hold_ms`` for
+an announcement that matches them, then go on (tagged if one came, untagged if not).
+
+Chunk-wise, never a task or timer per event:
+- the pipeline hands over the misses of a chunk (``add``); each waits in one FIFO with its
+  deadline (all deadlines are ``now + hold_ms``, so FIFO order is deadline order) and is
+  indexed by every ``(announcement key, value)`` it could be joined by;
+- a stored announcement (``MetadataTable.on_store``) looks its identifiers up in that
+  index and marks what waits for it ready; one ``call_soon`` per loop turn releases
+  everything ready as one chunk;
+- one ``call_at`` timer, for the oldest deadline, releases every expired event as one chunk.
+
+Invariants:
+- Bounded: at most ``max_events`` events and about ``max_bytes`` bytes wait; an event that
+  does not fit goes on at once, untagged, counted (``logpipe_enrich_hold_full_total``).
+- Every event added leaves exactly once: by announcement, by deadline or by ``flush``
+  (shutdown), through ``release`` (the pipeline's enrich-again-and-forward path).
+- Only events with a value for at least one ``match_on`` field are held: nothing could
+  ever be announced for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Callable
+
+from .enrich import SHORT_ID, Entry
+from .metrics import Metrics
+
+__all__ = ["Hold"]
+
+# Per-event overhead beyond the message text: the dict, its keys and the other fields.
+_EVENT_OVERHEAD = 256
+
+
+class _Held:
+    __slots__ = ("event", "holdable", "deadline", "keys", "done", "nbytes")
+
+    def __init__(self, event: dict, holdable: bool, deadline: float, keys: list, nbytes: int) -> None:
+        self.event = event
+        self.holdable = holdable
+        self.deadline = deadline
+        self.keys = keys
+        self.done = False
+        self.nbytes = nbytes
+
+
+class Hold:
+    def __init__(
+        self,
+        hold_ms: int,
+        max_events: int,
+        max_bytes: int,
+        match_on: list[tuple[str, str]],
+        release: Callable[[list[dict], bool], None],
+        metrics: Metrics,
+    ) -> None:
+        self.hold_s = hold_ms / 1000
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._match_on = match_on
+        self._release = release
+        self._queue: deque[_Held] = deque()
+        self._index: dict[tuple[str, str], set[_Held]] = {}
+        self._ready: list[_Held] = []
+        self.events = 0
+        self.bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._ready_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False  # after flush (shutdown) nothing more is held
+        self._full = metrics.counter(
+            "logpipe_enrich_hold_full_total", "Unmatched events sent on untagged because the hold was full"
+        ).labels()
+        metrics.gauge("logpipe_enrich_hold_events", "Events waiting in the enrichment hold").set_function(lambda: self.events)
+        metrics.gauge("logpipe_enrich_hold_bytes", "Approximate bytes waiting in the enrichment hold").set_function(
+            lambda: self.bytes
+        )
+
+    def reconfigure(self, enrich) -> None:
+        """Reload: new ``match_on`` and bounds apply to lines held from now on. Turning
+        the hold on or off (``hold_ms`` to or from 0) needs a restart; 0 here holds
+        nothing new."""
+        self.hold_s = enrich.hold_ms / 1000
+        self.max_events = enrich.hold_max_events
+        self.max_bytes = enrich.hold_max_bytes
+        self._match_on = enrich.pairs()
+
+    def add(self, events: list[dict], holdable: bool) -> list[dict]:
+        """Hold what can be held; return the events that go on now (no identifier, or the
+        hold is full)."""
+        if self.closed or self.hold_s <= 0:
+            return events
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        deadline = self._loop.time() + self.hold_s
+        passing = []
+        full = 0
+        index = self._index
+        for event in events:
+            keys = []
+            for line_field, key in self._match_on:
+                value = event.get(line_field)
+                if value is not None and value != "":
+                    keys.append((key, value))
+            if not keys:
+                passing.append(event)
+                continue
+            msg = event.get("_msg")
+            nbytes = _EVENT_OVERHEAD + (len(msg) if isinstance(msg, str) else 0)
+            if self.events >= self.max_events or self.bytes + nbytes > self.max_bytes:
+                full += 1
+                passing.append(event)
+                continue
+            item = _Held(event, holdable, deadline, keys, nbytes)
+            self._queue.append(item)
+            for k in keys:
+                found = index.get(k)
+                if found is None:
+                    index[k] = {item}
+                else:
+                    found.add(item)
+            self.events += 1
+            self.bytes += nbytes
+        if full:
+            self._full.inc(full)
+        if self._queue and self._timer is None:
+            self._timer = self._loop.call_at(self._queue[0].deadline, self._expire)
+        return passing
+
+    def announced(self, entry: Entry) -> None:
+        """``MetadataTable.on_store``: what waits for this entry is released this loop turn."""
+        if not self.events:
+            return
+        values = [("ip", entry.ip), ("hostname", entry.hostname), ("container_id", entry.container_id)]
+        if entry.container_id and len(entry.container_id) > SHORT_ID:
+            values.append(("container_id", entry.container_id[:SHORT_ID]))
+        ready = self._ready
+        for k in values:
+            if k[1] is None:
+                continue
+            items = self._index.get(k)
+            if items:
+                for item in list(items):
+                    self._take(item)
+                    ready.append(item)
+        if ready and not self._ready_scheduled and self._loop is not None:
+            self._ready_scheduled = True
+            self._loop.call_soon(self._release_ready)
+
+    def flush(self) -> None:
+        """Release everything now (shutdown: before the buffers close). From then on
+        nothing is held: tails of connections that close later go straight on."""
+        self.closed = True
+        items = [item for item in self._queue if not item.done]
+        for item in items:
+            self._take(item)
+        self._queue.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._emit(self._ready + items)
+        self._ready = []
+
+    def _take(self, item: _Held) -> None:
+        item.done = True
+        self.events -= 1
+        self.bytes -= item.nbytes
+        index = self._index
+        for k in item.keys:
+            found = index.get(k)
+            if found is not None:
+                found.discard(item)
+                if not found:
+                    del index[k]
+
+    def _release_ready(self) -> None:
+        self._ready_scheduled = False
+        ready, self._ready = self._ready, []
+        self._emit(ready)
+
+    def _expire(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        now = self._loop.time()
+        queue = self._queue
+        expired = []
+        while queue and (queue[0].done or queue[0].deadline <= now):
+            item = queue.popleft()
+            if not item.done:
+                self._take(item)
+                expired.append(item)
+        if queue:
+            self._timer = self._loop.call_at(queue[0].deadline, self._expire)
+        self._emit(expired)
+
+    def _emit(self, items: list[_Held]) -> None:
+        if not items:
+            return
+        tcp = [i.event for i in items if i.holdable]
+        udp = [i.event for i in items if not i.holdable]
+        for i in items:
+            i.event = None  # the queue may still reference the item until its deadline
+        if tcp:
+            self._release(tcp, True)
+        if udp:
+            self._release(udp, False)
