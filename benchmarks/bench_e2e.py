@@ -21,6 +21,8 @@ source takes raw lines (``flags(no-parse)``) and the log path picks the parser p
 its UDP path stalls under flow control, so only the TCP path uses ``flags(flow-control)``.
 
 Run: ``.venv/bin/python benchmarks/bench_e2e.py`` (small default) or ``--lines 1000000``.
+Environment: ``BENCH_HOLD_MS=N`` sets logpipe's ``enrich.hold_ms``; ``BENCH_PYSPY=FILE``
+records a py-spy profile (raw collapsed stacks) of the daemon during each logpipe TCP run.
 Needs LOGPIPE_VICTORIALOGS_BIN (else the VictoriaLogs rows are skipped) and syslog-ng +
 loggen (apt: syslog-ng-core syslog-ng-mod-http; else its rows are skipped).
 """
@@ -342,6 +344,7 @@ class Logpipe:
         max_bytes = int(mb) * 1024 * 1024 if mb else (256 if kind == "memory" else 2048) * 1024 * 1024
         buffer_conf = f'{{ type = "{kind}", max_bytes = {max_bytes}, when_full = "block" }}'
         workers_line = f"workers = {workers}\n" if workers > 1 else ""
+        hold_line = f"hold_ms = {os.environ['BENCH_HOLD_MS']}\n" if os.environ.get("BENCH_HOLD_MS") else ""
         config = f"""
 [daemon]
 data_dir = "{self.dir}/data"
@@ -357,7 +360,7 @@ tcp = "127.0.0.1:0"
 udp = "127.0.0.1:0"
 [enrich]
 match_on = ["source_ip=ip", "hostname=hostname", "hostname=container_id", "app_name=container_id"]
-[sinks.out]
+{hold_line}[sinks.out]
 type = "victorialogs"
 url = "{sink_url}"
 compression = "{compression}"
