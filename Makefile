@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/logpipe.toml
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv bench bench-e2e clean
 
 $(BIN)/logpipe: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_parse.py
 	$(BIN)/python benchmarks/bench_buffer.py
+
+# End to end vs syslog-ng (needs syslog-ng-core, syslog-ng-mod-http; LOGPIPE_VICTORIALOGS_BIN
+# for the VictoriaLogs rows). BENCH_ARGS="--lines 1000000" for the full run.
+bench-e2e: venv
+	$(BIN)/python benchmarks/bench_e2e.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

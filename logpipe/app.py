@@ -97,6 +97,7 @@ class Daemon:
                 retry_max_s=sink_config.retry_max_ms / 1000,
                 dead_letters=DeadLetters(data_dir, name),
                 metrics=self.metrics,
+                concurrency=sink_config.concurrency,
             )
             lanes.append(SinkLane(name, buffer, sink_config.buffer.when_full, self.flow, self.metrics))
         self.pipeline = Pipeline(self.enricher, self.transforms, lanes, self.metrics)
@@ -509,6 +510,7 @@ class Daemon:
             retry_max_s=sink_config.retry_max_ms / 1000,
             dead_letters=DeadLetters(data_dir, name),
             metrics=self.metrics,
+            concurrency=sink_config.concurrency,
         )
         self._tasks.append(asyncio.create_task(deliverer.run(), name=f"deliver.{name}"))
 

@@ -261,6 +261,10 @@ class _SinkBase(_Base, tag_field="type"):
     # a retryable failure is retried forever (nothing accepted is dropped).
     retry_initial_ms: PositiveInt = 200
     retry_max_ms: PositiveInt = 30_000
+    # Batches in flight to the sink at once. More than 1 lets a sink that ingests in
+    # parallel (VictoriaLogs, ClickHouse) use its cores while logpipe keeps parsing;
+    # batches may then arrive out of order (stores sort by _time; a file sink should keep 1).
+    concurrency: PositiveInt = 1
     request_timeout_s: PositiveInt = 30
 
 

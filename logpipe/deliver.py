@@ -13,6 +13,9 @@ Rules:
   does not name, dead-letters its rejected records at once (no splitting: the destination
   already said which ones) and retries its retryable records as a smaller batch.
 - Each sink's loop is its own task: a slow or dead sink never stalls another's delivery.
+- ``concurrency`` > 1 runs that many send loops for one sink. Batches are taken from the
+  buffer one at a time (a lock: buffers take batches serially), sent and acknowledged
+  concurrently; both buffers accept acknowledgements in any order.
 """
 
 from __future__ import annotations
@@ -71,8 +74,11 @@ class Deliverer:
         retry_max_s: float,
         dead_letters: DeadLetters,
         metrics: Metrics,
+        concurrency: int = 1,
     ) -> None:
         self.sink = sink
+        self.concurrency = max(1, concurrency)
+        self._take_lock = asyncio.Lock()
         self.buffer = buffer
         self.batch = batch
         self.retry_initial_s = retry_initial_s
@@ -96,13 +102,21 @@ class Deliverer:
         self.last_error: str | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()  # ends a backoff early: abort() or a new sink
-        self._sending: Sink | None = None  # the sink a send() is running on, if any
+        self._sending: list[Sink] = []  # the sink of each send() running (concurrency > 1: several)
         self._retired: list[Sink] = []  # replaced sinks to close once their send returns
 
     async def run(self) -> None:
         """Deliver until the buffer is closed and drained, or ``abort()``."""
+        if self.concurrency == 1:
+            await self._run_one()
+        else:
+            await asyncio.gather(*(self._run_one() for _ in range(self.concurrency)))
+
+    async def _run_one(self) -> None:
         while True:
-            batch = await self.buffer.next_batch(self.batch.max_events, self.batch.max_bytes, self.batch.max_age_ms / 1000)
+            async with self._take_lock:  # self.batch is read per batch: a reload may replace it
+                batch = await self.buffer.next_batch(
+                    self.batch.max_events, self.batch.max_bytes, self.batch.max_age_ms / 1000)
             if batch is None:
                 return
             if await self._deliver(batch):
@@ -125,7 +139,7 @@ class Deliverer:
         self.sink, self.batch = sink, batch
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self._wake.set()
-        if self._sending is old:
+        if old in self._sending:
             self._retired.append(old)
             return None
         return old
@@ -201,16 +215,19 @@ class Deliverer:
         self.last_error = str(error)
 
     async def _send(self, batch: Batch) -> None:
-        sink = self._sending = self.sink
+        sink = self.sink
+        self._sending.append(sink)
         try:
             await sink.send(batch)
         finally:
-            self._sending = None
+            self._sending.remove(sink)
             if self._retired:
                 await self._close_retired()
 
     async def _close_retired(self) -> None:
-        retired, self._retired = self._retired, []
+        # Only sinks no other send is still using (concurrency > 1).
+        retired = [s for s in self._retired if s not in self._sending]
+        self._retired = [s for s in self._retired if s in self._sending]
         for sink in retired:
             try:
                 await sink.close()

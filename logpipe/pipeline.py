@@ -2,9 +2,13 @@
 buffer. Called once per chunk (a TCP read, a burst of datagrams), never per line, and never
 awaits: sources call it straight from their protocol callbacks.
 
-Each event is encoded once (JSON, orjson) and the same records go to every sink's buffer.
+Each event is encoded once (JSON, msgspec) and the same records go to every sink's buffer.
 With a ``route`` transform, each event has a target list (parallel to the events, never a
 field of the event) and each lane gets only the records routed to it, still encoded once.
+Not orjson here: its result keeps the ~8 KiB working allocation behind it once the record
+outlives the call (glibc fragments the shrunk remainder), so a buffer of records cost ~8 KiB
+each (1.6 GB peak RSS for 200,000 buffered lines) and the page faults made encoding 15 us
+per event. msgspec writes the same bytes into a right-sized object (0.6 us).
 
 Flow control: a sink lane whose buffer is full applies its ``when_full``:
 - ``block``: the chunk is still accepted (it was already read), and every TCP source is
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-import orjson
+import msgspec
 import structlog
 
 from .buffer.base import Buffer
@@ -118,7 +122,7 @@ class Pipeline:
         # Set while someone is tapping (api.TapHub): called with the events after the
         # transforms and the names of the sinks they go to.
         self.tap: Callable[[list[dict], list[str]], None] | None = None
-        self._dumps = orjson.dumps
+        self._dumps = msgspec.json.Encoder().encode
         self.hold = None  # a hold.Hold when enrich.hold_ms > 0 (set by the daemon)
 
     def ingest(self, events: list[dict], holdable: bool) -> None:

@@ -19,12 +19,16 @@ into a list so that everything downstream works on lists.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["Truncated", "StreamFramer", "cut_utf8", "truncate_datagram"]
 
 _STRIP = b"\r\n\x00"
 # Longest MSG-LEN accepted: 9 digits is already ~1 GB, far beyond any max_line_bytes.
 _MAX_LEN_DIGITS = 9
 _DIGITS = frozenset(b"0123456789")
+# A frame after a LF that starts with a digit may be octet-counted: the general loop decides.
+_LF_DIGIT = re.compile(rb"\n[0-9]")
 
 
 class Truncated(bytes):
@@ -77,6 +81,10 @@ class StreamFramer:
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
         buf += data
+        if not self._skip and not self._skip_to_eol:
+            fast = self._feed_newlines(buf)
+            if fast is not None:
+                return fast
         out: list[bytes] = []
         pos = self._discard(0)
         n = len(buf)
@@ -105,6 +113,22 @@ class StreamFramer:
         if pos:
             del buf[:pos]
         return out
+
+    def _feed_newlines(self, buf: bytearray) -> list[bytes] | None:
+        """The common chunk, framed in C: only LF-terminated frames (no NUL, no frame
+        starting with a digit, which could be octet-counted) and none over the limit.
+        Returns None, having changed nothing, when the chunk needs the general loop."""
+        lf = buf.rfind(b"\n")
+        if lf < 0 or buf[0] in _DIGITS or b"\x00" in buf or _LF_DIGIT.search(buf, 0, lf) is not None:
+            return None
+        block = bytes(buf[:lf])
+        lines = block.split(b"\n")
+        if len(block) > self._max and max(map(len, lines)) > self._max:
+            return None
+        if b"\r" in block:
+            lines = [line.rstrip(_STRIP) for line in lines]
+        del buf[: lf + 1]
+        return [line for line in lines if line]
 
     def finish(self) -> list[bytes]:
         """End of stream: whatever is buffered is the last message."""

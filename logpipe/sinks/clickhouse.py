@@ -480,7 +480,9 @@ class ClickHouse(Sink):
                 row = {column: event[field] for column, field in mapping if field in event}
             else:
                 row = event
-            rows.append(dumps(schema.convert(row)))
+            # Copied: an orjson result that outlives the call keeps its ~8 KiB working
+            # allocation (50,000 rows = 400 MB, and page faults at ~15 us a row).
+            rows.append(bytes(memoryview(dumps(schema.convert(row)))))
         return rows
 
     async def _insert_table(self, table: str, items: list[tuple[bytes, dict]], batch_id: str, done: set[int]) -> None:

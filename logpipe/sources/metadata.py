@@ -111,7 +111,9 @@ class MetadataListener:
         if not self.config.udp:
             return
         loop = asyncio.get_running_loop()
-        sock = udp_socket(self.config.udp)
+        # A burst of announcements (a node starting hundreds of containers) overflows the
+        # default ~200 KiB receive buffer after ~170 datagrams; 4 MiB holds thousands.
+        sock = udp_socket(self.config.udp, 4 * 1024 * 1024)
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         self.address = sock.getsockname()[:2]
         self.log.info("listening", protocol="udp", address=f"{self.address[0]}:{self.address[1]}")

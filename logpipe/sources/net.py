@@ -52,9 +52,13 @@ def udp_socket(address: str, receive_buffer_bytes: int | None = None) -> socket.
     sock = socket.socket(_family(host), socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if receive_buffer_bytes:
-        # Bursts arrive faster than one event-loop turn drains them; the kernel caps this
-        # at net.core.rmem_max (the README says how to raise it).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+        # Bursts arrive faster than one event-loop turn drains them. SO_RCVBUF is capped
+        # at net.core.rmem_max (the README says how to raise it); SO_RCVBUFFORCE is not,
+        # but needs CAP_NET_ADMIN (root in a container), so it is tried first.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), receive_buffer_bytes)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
     try:
         sock.bind((host, port))
     except OSError:

@@ -1,0 +1,663 @@
+"""End-to-end benchmark: syslog in over loopback, out to a real VictoriaLogs and to a fast
+counting HTTP sink; logpipe and syslog-ng through the identical load in the same run.
+
+What it measures, per shipper and destination (everything on 127.0.0.1):
+- TCP, full speed, one connection: lines/s and MB/s from the first byte sent to the last
+  line acknowledged by the destination; CPU seconds of the shipper process per million
+  lines (/proc/PID/stat utime+stime); its peak RSS (VmHWM); p50/p99 latency from send to
+  arrival at the counting sink (a sample of lines carries ``bseq=N``; the sender records
+  when each was handed to the kernel, the sink when it arrived).
+- UDP at fixed rates with ``loggen`` (no flow control anywhere): lines lost, kernel drops
+  of the listening socket (/proc/net/udp; for logpipe also its
+  ``logpipe_udp_kernel_drops_total``).
+
+The corpus: loghub messages (``/work/shared/corpus/loghub`` or ``$LOGPIPE_CORPUS``) dressed
+as RFC 3164 and RFC 5424 (some with structured data), with plain, JSON and logfmt bodies,
+from a few hundred containers announced to logpipe's metadata listener (enrichment on).
+syslog-ng has no metadata join: it does strictly less work per line.
+
+syslog-ng traps handled here: 3.38 does not tell RFC 3164 from 5424 on one port, so the
+source takes raw lines (``flags(no-parse)``) and the log path picks the parser per message;
+its UDP path stalls under flow control, so only the TCP path uses ``flags(flow-control)``.
+
+Run: ``.venv/bin/python benchmarks/bench_e2e.py`` (small default) or ``--lines 1000000``.
+Environment: ``BENCH_HOLD_MS=N`` sets logpipe's ``enrich.hold_ms``; ``BENCH_PYSPY=FILE``
+records a py-spy profile (raw collapsed stacks) of the daemon during each logpipe TCP run.
+Needs LOGPIPE_VICTORIALOGS_BIN (else the VictoriaLogs rows are skipped) and syslog-ng +
+loggen (apt: syslog-ng-core syslog-ng-mod-http; else its rows are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+MARKER = re.compile(rb"bseq=(\d+)")
+CHUNK = 64 * 1024
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def loghub_messages(corpus_dir: str) -> list[str]:
+    messages = []
+    for root, _dirs, files in sorted(os.walk(corpus_dir)):
+        for name in sorted(files):
+            if name.endswith(".log"):
+                with open(os.path.join(root, name), encoding="utf-8", errors="replace") as f:
+                    messages += [line.rstrip("\n") for line in f if line.strip()]
+    if not messages:
+        raise SystemExit(f"no *.log files under {corpus_dir}")
+    return messages
+
+
+def containers(n: int, rng: random.Random) -> list[dict]:
+    services = ["api", "web", "worker", "auth", "billing", "search", "cache", "gateway", "cron", "mailer"]
+    out = []
+    for i in range(n):
+        cid = "%064x" % rng.getrandbits(256)
+        svc = services[i % len(services)]
+        # "ip": "" = no ip: otherwise the announcement's source (127.0.0.1, like the syslog
+        # sender's) would become the entry's ip and every line would join the last one.
+        out.append({"ip": "", "container_id": cid, "hostname": cid[:12], "service": svc, "namespace": f"team-{i % 7}",
+                    "image": f"registry.local/{svc}:1.{i % 13}", "pod": f"{svc}-{i:04d}"})
+    return out
+
+
+def build_corpus(n_lines: int, messages: list[str], hosts: list[str], seed: int = 1, mark_every: int = 500) -> bytes:
+    """``n_lines`` newline-terminated syslog lines; every ``mark_every``-th plain-body line
+    carries ``bseq=N`` (N = its index) for latency sampling."""
+    rng = random.Random(seed)
+    now = time.time()
+    tm = time.gmtime(now)
+    bsd = f"{MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} {tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", tm)
+    apps = ["nginx", "sshd", "kernel", "app", "java", "postgres", "dockerd", "systemd"]
+    out = []
+    for i in range(n_lines):
+        msg = messages[rng.randrange(len(messages))]
+        host = hosts[rng.randrange(len(hosts))]
+        app = apps[i % len(apps)]
+        pri = 8 * rng.choice((1, 3, 4, 16, 23)) + rng.choice((3, 4, 6, 6, 6, 7))
+        kind = rng.random()
+        if kind < 0.6:
+            body = msg + (f" bseq={i}" if i % mark_every == 0 else "")
+        elif kind < 0.8:
+            body = json.dumps({"level": "info", "msg": msg, "req_id": "%08x" % rng.getrandbits(32),
+                               "dur_ms": rng.randrange(1000)})
+        else:
+            quoted = msg.replace("\\", "\\\\").replace('"', '\\"')
+            body = f'level=warn msg="{quoted}" req_id={rng.getrandbits(32):08x} dur_ms={rng.randrange(1000)}'
+        if rng.random() < 0.5:
+            line = f"<{pri}>{bsd} {host} {app}[{rng.randrange(1, 32768)}]: {body}"
+        else:
+            frac = f".{rng.randrange(1000000):06d}Z"
+            sd = f'[meta@32473 seq="{i}" zone="eu-{i % 3}"]' if rng.random() < 0.3 else "-"
+            line = f"<{pri}>1 {iso}{frac} {host} {app} {rng.randrange(1, 32768)} - {sd} {body}"
+        out.append(line)
+    return ("\n".join(out) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- counting sink (subprocess)
+
+
+def run_sink(port_file: str) -> None:
+    """A fast HTTP sink: counts lines of every POST body (gzip or not), records arrival
+    times of marked lines, answers 204. GET /stats returns the counts as JSON."""
+    import asyncio
+
+    import uvloop
+    from aiohttp import web
+
+    state = {"lines": 0, "bytes": 0, "requests": 0, "first": None, "last": None, "arrivals": {}}
+
+    async def ingest(request: web.Request) -> web.Response:
+        body = await request.read()  # aiohttp has already undone Content-Encoding: gzip
+        now = time.time()
+        if body:
+            n = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+            state["lines"] += n
+            state["bytes"] += len(body)
+            state["requests"] += 1
+            if state["first"] is None:
+                state["first"] = now
+            state["last"] = now
+            if b"bseq=" in body:
+                arrivals = state["arrivals"]
+                for m in MARKER.finditer(body):
+                    arrivals.setdefault(int(m.group(1)), now)
+        return web.Response(status=204)
+
+    async def stats(_request: web.Request) -> web.Response:
+        return web.json_response(state)
+
+    async def reset(_request: web.Request) -> web.Response:
+        state.update(lines=0, bytes=0, requests=0, first=None, last=None, arrivals={})
+        return web.Response(status=204)
+
+    async def main() -> None:
+        app = web.Application(client_max_size=512 * 1024 * 1024)
+        app.router.add_get("/stats", stats)
+        app.router.add_post("/reset", reset)
+        app.router.add_get("/health", lambda r: web.Response(text="OK"))
+        app.router.add_post("/{tail:.*}", ingest)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        with open(port_file + ".tmp", "w") as f:
+            f.write(str(port))
+        os.rename(port_file + ".tmp", port_file)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+class CountingSink:
+    def __init__(self, workdir: str) -> None:
+        port_file = os.path.join(workdir, "sink.port")
+        self.proc = subprocess.Popen([sys.executable, __file__, "--_sink", port_file])
+        wait(lambda: os.path.exists(port_file), 20, "counting sink")
+        with open(port_file) as f:
+            self.port = int(f.read())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.url + "/stats", timeout=10) as r:
+            return json.load(r)
+
+    def lines(self) -> int:
+        return self.stats()["lines"]
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(self.url + "/reset", method="POST"), timeout=10).close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# --------------------------------------------------------------------------- TCP sender (subprocess)
+
+
+def run_sender(host: str, port: int, corpus_path: str, out_path: str) -> None:
+    """Send the corpus over one TCP connection as fast as the receiver takes it; write
+    {start, end, sent: {seq: time handed to the kernel}} to out_path."""
+    with open(corpus_path, "rb") as f:
+        data = f.read()
+    chunks = []
+    pos = 0
+    while pos < len(data):
+        end = data.rfind(b"\n", pos, pos + CHUNK)
+        end = len(data) if end < 0 or pos + CHUNK >= len(data) else end + 1
+        chunk = data[pos:end]
+        chunks.append((chunk, [int(m.group(1)) for m in MARKER.finditer(chunk)]))
+        pos = end
+    sock = socket.create_connection((host, port))
+    sent: dict[int, float] = {}
+    start = time.time()
+    for chunk, seqs in chunks:
+        sock.sendall(chunk)
+        if seqs:
+            now = time.time()
+            for s in seqs:
+                sent[s] = now
+    end = time.time()
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(60)
+    try:
+        sock.recv(1)  # the daemon closes after reading everything
+    except OSError:
+        pass
+    sock.close()
+    with open(out_path, "w") as f:
+        json.dump({"start": start, "end": end, "sent": sent}, f)
+
+
+# --------------------------------------------------------------------------- process figures
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads were runnable but waiting for a CPU (all threads)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except OSError:
+        pass
+    return total / 1e9
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def udp_drops(port: int) -> int:
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        total += int(cols[12])
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+def wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        threading.Event().wait(0.02)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_count(count, target: int, idle_timeout: float = 15.0, poll: float = 0.05) -> tuple[int, float]:
+    """Poll ``count()`` until it reaches ``target`` or stops moving for ``idle_timeout``;
+    returns (count, time it last moved)."""
+    last, last_change = count(), time.time()
+    while last < target:
+        threading.Event().wait(poll)
+        now_count = count()
+        if now_count != last:
+            last, last_change = now_count, time.time()
+        elif time.time() - last_change > idle_timeout:
+            break
+    return last, last_change
+
+
+# --------------------------------------------------------------------------- VictoriaLogs
+
+
+class VictoriaLogs:
+    def __init__(self, binary: str, workdir: str) -> None:
+        from tests.helpers import VictoriaLogsServer
+
+        self.data = tempfile.mkdtemp(prefix="vl-", dir=workdir)
+        self.server = VictoriaLogsServer(binary, self.data)
+        self.server.start()
+        self.url = self.server.url
+
+    def rows(self) -> int:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith("vl_rows_ingested_total"))
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- shippers
+
+
+class Logpipe:
+    name = "logpipe"
+
+    def __init__(self, workdir: str, sink_url: str, compression: str, buffer: str, containers: list[dict], workers: int = 1,
+                 concurrency: int = 1) -> None:
+        from tests.helpers import DaemonProcess
+
+        self.dir = tempfile.mkdtemp(prefix="logpipe-", dir=workdir)
+        kind, _, mb = buffer.partition(":")  # "memory", "disk", "memory:32" = max_bytes in MiB
+        max_bytes = int(mb) * 1024 * 1024 if mb else (256 if kind == "memory" else 2048) * 1024 * 1024
+        buffer_conf = f'{{ type = "{kind}", max_bytes = {max_bytes}, when_full = "block" }}'
+        workers_line = f"workers = {workers}\n" if workers > 1 else ""
+        hold_line = f"hold_ms = {os.environ['BENCH_HOLD_MS']}\n" if os.environ.get("BENCH_HOLD_MS") else ""
+        config = f"""
+[daemon]
+data_dir = "{self.dir}/data"
+log_format = "json"
+log_level = "info"
+{workers_line}
+[api]
+listen = "127.0.0.1:0"
+[sources.syslog]
+udp = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
+[sources.metadata]
+udp = "127.0.0.1:0"
+[enrich]
+match_on = ["source_ip=ip", "hostname=hostname", "hostname=container_id", "app_name=container_id"]
+{hold_line}[sinks.out]
+type = "victorialogs"
+url = "{sink_url}"
+compression = "{compression}"
+concurrency = {concurrency}
+buffer = {buffer_conf}
+"""
+        self.daemon = DaemonProcess(self.dir, config)
+        try:
+            self._announce(containers)
+        except BaseException:
+            self.daemon.kill()
+            raise
+        self.pid = self.daemon.proc.pid
+        self.tcp = self.daemon.tcp
+        self.udp = self.daemon.udp
+
+    def _announce(self, containers: list[dict]) -> None:
+        # Announced in groups of 50, each confirmed: a burst of hundreds of datagrams
+        # overflows the metadata socket's default receive buffer (seen: 176 of 300 kept).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for start in range(0, len(containers), 50):
+                group = containers[start:start + 50]
+                for _attempt in range(20):
+                    for c in group:
+                        s.sendto(json.dumps(c).encode(), self.daemon.metadata)
+                    try:
+                        wait(lambda: self.daemon.stats()["metadata_entries"] >= start + len(group), 1, "announcements")
+                        break
+                    except SystemExit:
+                        continue
+        wait(lambda: self.daemon.stats()["metadata_entries"] >= len(containers), 10, "announcements")
+
+    def kernel_drops_metric(self) -> float:
+        metrics = self.daemon.stats()["metrics"].get("logpipe_udp_kernel_drops_total", {})
+        return sum(metrics.values()) if isinstance(metrics, dict) else metrics
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SYSLOG_NG_CONF = """@version: 3.38
+options {{ stats_freq(0); keep-hostname(yes); log-fifo-size(400000); threaded(yes); }};
+source s_tcp {{ network(ip(127.0.0.1) port({tcp}) transport("tcp") flags(no-parse) log-iw-size(100000)
+                        max-connections(1) log-msg-size(65536)); }};
+source s_udp {{ network(ip(127.0.0.1) port({udp}) transport("udp") flags(no-parse) so-rcvbuf(8388608)
+                        log-msg-size(65536)); }};
+destination d_http {{ http(url("{url}/insert/jsonline?_msg_field=MESSAGE&_time_field=ISODATE")
+    method("POST") headers("Content-Type: application/stream+json") workers(2)
+    batch-lines(5000) batch-bytes(4MB) batch-timeout(1000)
+    body("$(format-json --scope rfc5424 --scope nv-pairs --exclude DATE --key ISODATE)")); }};
+log {{ source(s_tcp);
+      if (message("^<[0-9]{{1,3}}>[1-9] ")) {{ parser {{ syslog-parser(flags(syslog-protocol)); }}; }}
+      else {{ parser {{ syslog-parser(); }}; }};
+      destination(d_http); flags(flow-control); }};
+log {{ source(s_udp);
+      if (message("^<[0-9]{{1,3}}>[1-9] ")) {{ parser {{ syslog-parser(flags(syslog-protocol)); }}; }}
+      else {{ parser {{ syslog-parser(); }}; }};
+      destination(d_http); }};
+"""
+
+
+class SyslogNg:
+    name = "syslog-ng"
+
+    def __init__(self, workdir: str, sink_url: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="syslog-ng-", dir=workdir)
+        tcp, udp = free_port(), free_port(socket.SOCK_DGRAM)
+        conf = os.path.join(self.dir, "syslog-ng.conf")
+        with open(conf, "w") as f:
+            f.write(SYSLOG_NG_CONF.format(tcp=tcp, udp=udp, url=sink_url))
+        self.log = open(os.path.join(self.dir, "syslog-ng.log"), "wb")
+        self.proc = subprocess.Popen(
+            ["syslog-ng", "-F", "--no-caps", "-f", conf, "-R", os.path.join(self.dir, "persist"),
+             "-p", os.path.join(self.dir, "pid"), "-c", os.path.join(self.dir, "ctl")],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        self.tcp = ("127.0.0.1", tcp)
+        self.udp = ("127.0.0.1", udp)
+
+        def listening() -> bool:
+            if self.proc.poll() is not None:
+                with open(os.path.join(self.dir, "syslog-ng.log"), "rb") as f:
+                    raise SystemExit("syslog-ng exited: " + f.read().decode(errors="replace")[-2000:])
+            try:
+                socket.create_connection(self.tcp, timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+
+        wait(listening, 20, "syslog-ng to listen")
+
+    def kernel_drops_metric(self) -> float:
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, workdir: str, sink=None) -> dict:
+    out = os.path.join(workdir, "sender.json")
+    base = count()
+    cpu0 = cpu_seconds(shipper.pid)
+    wait0 = runqueue_wait_s(shipper.pid)
+    profiler = None
+    if os.environ.get("BENCH_PYSPY") and shipper.name == "logpipe":  # profile the daemon under this load
+        profiler = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-p", str(shipper.pid),
+                                     "-o", os.environ["BENCH_PYSPY"], "-f", "raw", "-r", "200"], stdout=subprocess.DEVNULL)
+        threading.Event().wait(1.0)
+    sender = subprocess.Popen([sys.executable, __file__, "--_send", shipper.tcp[0], str(shipper.tcp[1]), corpus_path, out])
+    arrived, last = wait_count(lambda: count() - base, n_lines, idle_timeout=20)
+    cpu1 = cpu_seconds(shipper.pid)
+    wait1 = runqueue_wait_s(shipper.pid)
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
+    sender.wait(60)
+    with open(out) as f:
+        sent = json.load(f)
+    elapsed = last - sent["start"]
+    row = {
+        "lines": arrived,
+        "lost": n_lines - arrived,
+        "lines_s": arrived / elapsed,
+        "mb_s": corpus_bytes / elapsed / 1e6,
+        "cpu_s_per_m": (cpu1 - cpu0) / max(arrived, 1) * 1e6,
+        "rss_mb": peak_rss_mb(shipper.pid),
+        # share of the run the shipper could have run but waited for a CPU: other load
+        "cpu_share": (cpu1 - cpu0) / elapsed,
+        "runq_share": (wait1 - wait0) / elapsed,
+    }
+    if sink is not None:
+        arrivals = sink.stats()["arrivals"]
+        lat = sorted(arrivals[k] - t for k, t in sent["sent"].items() if k in arrivals)
+        if lat:
+            row["p50_ms"] = 1000 * statistics.median(lat)
+            row["p99_ms"] = 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return row
+
+
+def udp_run(shipper, count, rate: int, seconds: int, corpus_path: str) -> dict:
+    base = count()
+    drops0 = udp_drops(shipper.udp[1])
+    metric0 = shipper.kernel_drops_metric()
+    cpu0 = cpu_seconds(shipper.pid)
+    proc = subprocess.run(
+        ["loggen", "--inet", "--dgram", "--rate", str(rate), "--interval", str(seconds), "--read-file", corpus_path,
+         "--loop-reading", "--dont-parse", shipper.udp[0], str(shipper.udp[1])],
+        capture_output=True, text=True, timeout=seconds + 60)
+    m = re.findall(r"average rate = .*?count=(\d+)", proc.stderr + proc.stdout)
+    if not m:
+        raise SystemExit("loggen output not understood: " + proc.stderr[-500:])
+    sent = int(m[-1])
+    arrived, _ = wait_count(lambda: count() - base, sent, idle_timeout=5)
+    cpu1 = cpu_seconds(shipper.pid)
+    return {
+        "cpu_us": (cpu1 - cpu0) / max(arrived, 1) * 1e6,
+        "rate": rate, "seconds": seconds, "sent": sent, "arrived": arrived, "lost": sent - arrived,
+        "loss_pct": 100.0 * (sent - arrived) / max(sent, 1),
+        "kernel_drops": udp_drops(shipper.udp[1]) - drops0,
+        "kernel_drops_metric": shipper.kernel_drops_metric() - metric0,
+    }
+
+
+def fmt(v, spec=",.0f") -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return format(v, spec)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lines", type=int, default=200_000, help="TCP lines per run (default 200,000)")
+    ap.add_argument("--containers", type=int, default=300)
+    ap.add_argument("--udp-rates", default="20000", help="comma-separated lines/s for UDP runs ('' to skip)")
+    ap.add_argument("--udp-seconds", type=int, default=10)
+    ap.add_argument("--only", default="", help="comma list of: logpipe, syslog-ng")
+    ap.add_argument("--dest", default="sink,vl", help="comma list of: sink, vl")
+    ap.add_argument("--compression", default="none", help="logpipe VictoriaLogs sink compression(s), comma list: none,gzip")
+    ap.add_argument("--buffer", default="memory", help="logpipe buffer(s), comma list: memory, disk, memory:MiB (max_bytes; default 256 MiB memory, 2 GiB disk)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--concurrency", default="2", help="logpipe sink concurrency value(s), comma list (batches in flight)")
+    ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
+    ap.add_argument("--_sink")
+    ap.add_argument("--_send", nargs=4)
+    args = ap.parse_args()
+    if args._sink:
+        return run_sink(args._sink)
+    if args._send:
+        host, port, corpus, out = args._send
+        return run_sender(host, int(port), corpus, out)
+
+    vl_bin = os.environ.get("LOGPIPE_VICTORIALOGS_BIN")
+    have_ng = shutil.which("syslog-ng") and shutil.which("loggen")
+    only = set(filter(None, args.only.split(","))) or {"logpipe", "syslog-ng"}
+    if not have_ng:
+        print("syslog-ng/loggen not installed: its rows are skipped (apt-get install syslog-ng-core syslog-ng-mod-http)")
+        only.discard("syslog-ng")
+    dests = set(args.dest.split(","))
+    if not vl_bin:
+        print("LOGPIPE_VICTORIALOGS_BIN unset: VictoriaLogs rows are skipped")
+        dests.discard("vl")
+
+    workdir = tempfile.mkdtemp(prefix="bench-e2e-")
+    rng = random.Random(7)
+    cs = containers(args.containers, rng)
+    hosts = [c["hostname"] for c in cs] + [f"host-{i}" for i in range(args.containers // 10)]
+    corpus = build_corpus(args.lines, loghub_messages(args.corpus), hosts)
+    corpus_path = os.path.join(workdir, "corpus.log")
+    with open(corpus_path, "wb") as f:
+        f.write(corpus)
+    print(f"corpus: {args.lines:,} lines, {len(corpus) / 1e6:.1f} MB, {args.containers} announced containers; "
+          f"cores: {os.cpu_count()}; python {sys.version.split()[0]}")
+
+    sink = CountingSink(workdir)
+    results: list[tuple[str, str, dict]] = []
+    udp_results: list[tuple[str, dict]] = []
+    try:
+        variants = []
+        if "logpipe" in only:
+            for comp in args.compression.split(","):
+                for buf in args.buffer.split(","):
+                    for conc in map(int, args.concurrency.split(",")):
+                        label = f"logpipe ({buf}" + (f", {comp}" if comp != "none" else "") + f", {conc} in flight" + \
+                            (f", {args.workers} workers" if args.workers > 1 else "") + ")"
+                        variants.append((label, lambda url, comp=comp, buf=buf, conc=conc:
+                                         Logpipe(workdir, url, comp, buf, cs, args.workers, conc)))
+        if "syslog-ng" in only:
+            variants.append(("syslog-ng 3.38", lambda url: SyslogNg(workdir, url)))
+        for dest in ("sink", "vl"):
+            if dest not in dests:
+                continue
+            for label, make in variants:
+                vl = VictoriaLogs(vl_bin, workdir) if dest == "vl" else None
+                try:
+                    if dest == "sink":
+                        sink.reset()
+                    shipper = make(sink.url if dest == "sink" else vl.url)
+                    try:
+                        count = sink.lines if dest == "sink" else vl.rows
+                        row = tcp_run(shipper, count, args.lines, corpus_path, len(corpus), workdir, sink if dest == "sink" else None)
+                        results.append((label, dest, row))
+                        print(f"  {label:32s} -> {dest:4s} {fmt(row['lines_s'])} lines/s, "
+                              f"{fmt(row['cpu_s_per_m'], '.2f')} CPU-s/M, lost {row['lost']}", flush=True)
+                        if dest == "sink" and args.udp_rates:
+                            for rate in map(int, args.udp_rates.split(",")):
+                                sink.reset()
+                                u = udp_run(shipper, sink.lines, rate, args.udp_seconds, corpus_path)
+                                udp_results.append((label, u))
+                                print(f"  {label:32s} UDP {rate}/s: lost {u['lost']} of {u['sent']}", flush=True)
+                    finally:
+                        shipper.stop()
+                finally:
+                    if vl is not None:
+                        vl.stop()
+    finally:
+        sink.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    print(f"TCP, one connection, {args.lines:,} lines")
+    print()
+    print("| shipper | destination | lines/s | MB/s | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, dest, r in results:
+        print(f"| {label} | {'counting sink' if dest == 'sink' else 'VictoriaLogs'} | {fmt(r['lines_s'])} | {fmt(r['mb_s'], '.1f')} | "
+              f"{fmt(r['cpu_s_per_m'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | {fmt(r.get('p50_ms'), '.0f')} | "
+              f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} | {r['cpu_share']:.2f} / {r['runq_share']:.2f} |")
+    ng = {dest: r for label, dest, r in results if label.startswith("syslog-ng")}
+    if ng:
+        print()
+        print("| logpipe variant | destination | throughput / syslog-ng | CPU per line / syslog-ng |")
+        print("| --- | --- | ---: | ---: |")
+        for label, dest, r in results:
+            if label.startswith("logpipe") and dest in ng:
+                print(f"| {label} | {dest} | {r['lines_s'] / ng[dest]['lines_s']:.2f}x | {r['cpu_s_per_m'] / ng[dest]['cpu_s_per_m']:.2f}x |")
+    if udp_results:
+        print()
+        print(f"UDP via loggen, {args.udp_seconds} s per rate, counting sink")
+        print()
+        print("| shipper | rate lines/s | sent | arrived | lost | loss % | kernel drops (/proc) | kernel drops (logpipe metric) | CPU µs per line |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for label, u in udp_results:
+            print(f"| {label} | {u['rate']:,} | {u['sent']:,} | {u['arrived']:,} | {u['lost']:,} | {u['loss_pct']:.3f} | "
+                  f"{u['kernel_drops']:,} | {fmt(u['kernel_drops_metric'])} | {u['cpu_us']:.1f} |")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    main()
