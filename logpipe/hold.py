@@ -17,6 +17,12 @@ Invariants:
   (shutdown), through ``release`` (the pipeline's enrich-again-and-forward path).
 - Only events with a value for at least one ``match_on`` field are held: nothing could
   ever be announced for the others.
+- A source past its first seconds is not held again: when held events expire untagged,
+  their identifiers are remembered as unannounced for ``UNANNOUNCED_S``; a later event
+  whose identifiers are *all* remembered goes on at once (a new container behind the same
+  IP still has a new hostname, so it is still held). An announcement for an identifier
+  forgets it at once. Without this, every line of a host that never announces (network
+  gear, the Docker host itself) would wait ``hold_ms`` and cost hold bookkeeping forever.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ __all__ = ["Hold"]
 
 # Per-event overhead beyond the message text: the dict, its keys and the other fields.
 _EVENT_OVERHEAD = 256
+# How long identifiers whose held lines expired untagged skip the hold. Measured on 200,000
+# lines from unannounced hosts: 6.6 us/line and every line 2 s late with the hold, 3.9
+# us/line and no added latency once they are remembered.
+UNANNOUNCED_S = 60.0
+_UNANNOUNCED_LIMIT = 65536
 
 
 class _Held:
@@ -68,6 +79,7 @@ class Hold:
         self.bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._ready_scheduled = False
+        self._unannounced: dict[tuple[str, str], float] = {}  # identifier -> remembered until
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False  # after flush (shutdown) nothing more is held
         self._full = metrics.counter(
@@ -94,10 +106,12 @@ class Hold:
             return events
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        deadline = self._loop.time() + self.hold_s
+        now = self._loop.time()
+        deadline = now + self.hold_s
         passing = []
         full = 0
         index = self._index
+        unannounced = self._unannounced
         for event in events:
             keys = []
             for line_field, key in self._match_on:
@@ -106,6 +120,9 @@ class Hold:
                     keys.append((key, value))
             if not keys:
                 passing.append(event)
+                continue
+            if unannounced and all(unannounced.get(k, 0.0) > now for k in keys):
+                passing.append(event)  # a source past its first seconds: no one is coming
                 continue
             msg = event.get("_msg")
             nbytes = _EVENT_OVERHEAD + (len(msg) if isinstance(msg, str) else 0)
@@ -131,11 +148,14 @@ class Hold:
 
     def announced(self, entry: Entry) -> None:
         """``MetadataTable.on_store``: what waits for this entry is released this loop turn."""
-        if not self.events:
-            return
         values = [("ip", entry.ip), ("hostname", entry.hostname), ("container_id", entry.container_id)]
         if entry.container_id and len(entry.container_id) > SHORT_ID:
             values.append(("container_id", entry.container_id[:SHORT_ID]))
+        if self._unannounced:
+            for k in values:
+                self._unannounced.pop(k, None)
+        if not self.events:
+            return
         ready = self._ready
         for k in values:
             if k[1] is None:
@@ -186,11 +206,20 @@ class Hold:
         now = self._loop.time()
         queue = self._queue
         expired = []
+        unannounced = self._unannounced
+        remember_until = now + UNANNOUNCED_S
         while queue and (queue[0].done or queue[0].deadline <= now):
             item = queue.popleft()
             if not item.done:
                 self._take(item)
                 expired.append(item)
+                for k in item.keys:
+                    unannounced[k] = remember_until
+        if len(unannounced) > _UNANNOUNCED_LIMIT:
+            # Bounded: forgetting only means a few lines are held once more.
+            self._unannounced = {k: t for k, t in unannounced.items() if t > now}
+            if len(self._unannounced) > _UNANNOUNCED_LIMIT:
+                self._unannounced = {}
         if queue:
             self._timer = self._loop.call_at(queue[0].deadline, self._expire)
         self._emit(expired)

@@ -487,3 +487,41 @@ def test_a_reload_that_moves_the_metadata_port_keeps_authentication(tmp_path):
             await daemon.shutdown()
 
     run_async(scenario, 30)
+
+
+def test_a_source_still_unannounced_after_the_hold_is_not_held_again_until_it_announces():
+    from logpipe.enrich import Enricher, MetadataTable
+    from logpipe.hold import Hold
+    from logpipe.metrics import Metrics
+    from logpipe.parse.metadata import AnnouncementDecoder
+
+    async def scenario():
+        metrics = Metrics()
+        table = MetadataTable(100, 600, metrics)
+        match_on = [("source_ip", "ip"), ("hostname", "hostname")]
+        enricher = Enricher(table, match_on, metrics)
+        released: list[list[dict]] = []
+
+        def release(events, holdable):
+            enricher.enrich(events)
+            released.append(events)
+
+        hold = Hold(100, 1000, 1 << 20, match_on, release, metrics)
+        table.on_store = hold.announced
+
+        def offer(*events):
+            return [e["_msg"] for e in hold.add(enricher.enrich(list(events), count_misses=False), True)]
+
+        assert offer({"_msg": "first", "hostname": "router", "source_ip": "10.0.0.1"}) == []  # held
+        await await_until(lambda: released, 2, "the deadline release")
+        # The router never announced: its next lines go on at once, untagged.
+        assert offer({"_msg": "later", "hostname": "router", "source_ip": "10.0.0.1"}) == ["later"]
+        # A new container behind the same IP has a new hostname: still held.
+        assert offer({"_msg": "new", "hostname": "web-1", "source_ip": "10.0.0.1"}) == []
+        # Once the router announces, it is forgotten as unannounced.
+        table.apply(AnnouncementDecoder().decode(orjson.dumps({"ip": "", "hostname": "router", "svc": "r"}), None, 0))
+        assert offer({"_msg": "tagged", "hostname": "router", "source_ip": "10.0.0.1"}) == []  # matched first
+        assert offer({"_msg": "unknown", "hostname": "router2", "source_ip": "10.0.0.1"}) == []  # held again
+        await await_until(lambda: hold.events == 0, 2, "the hold to empty")
+
+    run_async(scenario, 10)
