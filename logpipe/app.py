@@ -63,6 +63,19 @@ def _quiet_bad_http_requests() -> None:
         server_logger.addFilter(_DropClientErrors())
 
 
+def build_deliverer(name: str, config: Any, sink: Sink, buffer: Buffer, data_dir: str, metrics: Metrics) -> Deliverer:
+    return Deliverer(
+        sink,
+        buffer,
+        config.batch,
+        retry_initial_s=config.retry_initial_ms / 1000,
+        retry_max_s=config.retry_max_ms / 1000,
+        dead_letters=DeadLetters(data_dir, name),
+        metrics=metrics,
+        concurrency=config.concurrency,
+    )
+
+
 class Daemon:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config = config
@@ -89,16 +102,7 @@ class Daemon:
             buffer = build_buffer(name, sink_config, data_dir, self.metrics)
             self.sinks[name] = sink
             self.buffers[name] = buffer
-            self.deliverers[name] = Deliverer(
-                sink,
-                buffer,
-                sink_config.batch,
-                retry_initial_s=sink_config.retry_initial_ms / 1000,
-                retry_max_s=sink_config.retry_max_ms / 1000,
-                dead_letters=DeadLetters(data_dir, name),
-                metrics=self.metrics,
-                concurrency=sink_config.concurrency,
-            )
+            self.deliverers[name] = build_deliverer(name, sink_config, sink, buffer, data_dir, self.metrics)
             lanes.append(SinkLane(name, buffer, sink_config.buffer.when_full, self.flow, self.metrics))
         self.pipeline = Pipeline(self.enricher, self.transforms, lanes, self.metrics)
         self.syslog = (
@@ -502,16 +506,7 @@ class Daemon:
     def _add_sink(self, name: str, sink_config: Any, sink: Sink, buffer: Buffer, data_dir: str) -> None:
         self.sinks[name] = sink
         self.buffers[name] = buffer
-        self.deliverers[name] = deliverer = Deliverer(
-            sink,
-            buffer,
-            sink_config.batch,
-            retry_initial_s=sink_config.retry_initial_ms / 1000,
-            retry_max_s=sink_config.retry_max_ms / 1000,
-            dead_letters=DeadLetters(data_dir, name),
-            metrics=self.metrics,
-            concurrency=sink_config.concurrency,
-        )
+        self.deliverers[name] = deliverer = build_deliverer(name, sink_config, sink, buffer, data_dir, self.metrics)
         self._tasks.append(asyncio.create_task(deliverer.run(), name=f"deliver.{name}"))
 
     def _retire_sink(self, name: str) -> None:
