@@ -236,10 +236,26 @@ def run_sender(host: str, port: int, corpus_path: str, out_path: str) -> None:
 # --------------------------------------------------------------------------- process figures
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes (logpipe's workers with daemon.workers > 1)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The process and its live children (the supervisor plus its workers)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def runqueue_wait_s(pid: int) -> float:
@@ -255,11 +271,18 @@ def runqueue_wait_s(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak RSS of the process, or of its largest child (per worker) if that is larger."""
+    peak = float("nan")
+    for p in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        value = int(line.split()[1]) / 1024
+                        peak = value if peak != peak else max(peak, value)
+        except OSError:
+            continue
+    return peak
 
 
 def udp_drops(port: int) -> int:
