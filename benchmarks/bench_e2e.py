@@ -212,23 +212,26 @@ def run_sender(host: str, port: int, corpus_path: str, out_path: str) -> None:
         chunk = data[pos:end]
         chunks.append((chunk, [int(m.group(1)) for m in MARKER.finditer(chunk)]))
         pos = end
-    sock = socket.create_connection((host, port))
+    # BENCH_CONNECTIONS=K spreads the chunks round robin over K connections (daemon.workers
+    # > 1: the kernel hands each connection to one worker, so one connection uses one worker).
+    socks = [socket.create_connection((host, port)) for _ in range(int(os.environ.get("BENCH_CONNECTIONS", "1")))]
     sent: dict[int, float] = {}
     start = time.time()
-    for chunk, seqs in chunks:
-        sock.sendall(chunk)
+    for i, (chunk, seqs) in enumerate(chunks):
+        socks[i % len(socks)].sendall(chunk)
         if seqs:
             now = time.time()
             for s in seqs:
                 sent[s] = now
     end = time.time()
-    sock.shutdown(socket.SHUT_WR)
-    sock.settimeout(60)
-    try:
-        sock.recv(1)  # the daemon closes after reading everything
-    except OSError:
-        pass
-    sock.close()
+    for sock in socks:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(60)
+        try:
+            sock.recv(1)  # the daemon closes after reading everything
+        except OSError:
+            pass
+        sock.close()
     with open(out_path, "w") as f:
         json.dump({"start": start, "end": end, "sent": sent}, f)
 
