@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import urllib.request
 
 import orjson
 
@@ -95,6 +96,11 @@ def test_connections_spread_over_both_workers_each_line_once_and_one_announcemen
         health = daemon.stats()
         assert health["metrics"]["logpipe_metadata_announcements_total"]["result=ok"] == 1
         assert health["sinks"]["out"]["buffer_events"] == 0
+        with urllib.request.urlopen(f"http://{daemon.api}/health", timeout=5) as resp:
+            assert json.load(resp) == {"status": "ok"}
+        with urllib.request.urlopen(f"http://{daemon.api}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert f'logpipe_sent_events_total{{sink="out"}} {len(sent)}' in metrics
     finally:
         assert daemon.stop() == 0
     events = stored(tmp)
@@ -107,6 +113,7 @@ def test_connections_spread_over_both_workers_each_line_once_and_one_announcemen
 
 def test_sigterm_drains_both_workers(tmp_path):
     tmp = str(tmp_path)
+    os.makedirs(os.path.join(tmp, "data", "workers", "w5"))  # left by an earlier workers = 6
     daemon = DaemonProcess(tmp, config(tmp, batch="{ max_events = 100000, max_age_ms = 3600000 }"))
     sent = send_over_connections(daemon.tcp, 16, 100)
     wait_until(lambda: sum(per_worker_tcp_lines(daemon)) == len(sent), 10, "every line received")
@@ -114,6 +121,7 @@ def test_sigterm_drains_both_workers(tmp_path):
     assert daemon.stop() == 0
     assert sorted(e["_msg"] for e in stored(tmp)) == sorted(sent)
     assert daemon.logged("stopped") and len([e for e in daemon.logged("stopped") if "worker" in e]) == 2
+    assert [e["path"] for e in daemon.logged("worker_data_not_drained")] == [os.path.join(tmp, "data", "workers", "w5")]
 
 
 def test_a_killed_worker_is_restarted_and_replays_its_disk_buffer(tmp_path):
