@@ -212,23 +212,26 @@ def run_sender(host: str, port: int, corpus_path: str, out_path: str) -> None:
         chunk = data[pos:end]
         chunks.append((chunk, [int(m.group(1)) for m in MARKER.finditer(chunk)]))
         pos = end
-    sock = socket.create_connection((host, port))
+    # BENCH_CONNECTIONS=K spreads the chunks round robin over K connections (daemon.workers
+    # > 1: the kernel hands each connection to one worker, so one connection uses one worker).
+    socks = [socket.create_connection((host, port)) for _ in range(int(os.environ.get("BENCH_CONNECTIONS", "1")))]
     sent: dict[int, float] = {}
     start = time.time()
-    for chunk, seqs in chunks:
-        sock.sendall(chunk)
+    for i, (chunk, seqs) in enumerate(chunks):
+        socks[i % len(socks)].sendall(chunk)
         if seqs:
             now = time.time()
             for s in seqs:
                 sent[s] = now
     end = time.time()
-    sock.shutdown(socket.SHUT_WR)
-    sock.settimeout(60)
-    try:
-        sock.recv(1)  # the daemon closes after reading everything
-    except OSError:
-        pass
-    sock.close()
+    for sock in socks:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(60)
+        try:
+            sock.recv(1)  # the daemon closes after reading everything
+        except OSError:
+            pass
+        sock.close()
     with open(out_path, "w") as f:
         json.dump({"start": start, "end": end, "sent": sent}, f)
 
@@ -236,10 +239,26 @@ def run_sender(host: str, port: int, corpus_path: str, out_path: str) -> None:
 # --------------------------------------------------------------------------- process figures
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes (logpipe's workers with daemon.workers > 1)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The process and its live children (the supervisor plus its workers)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def runqueue_wait_s(pid: int) -> float:
@@ -255,11 +274,18 @@ def runqueue_wait_s(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak RSS of the process, or of its largest child (per worker) if that is larger."""
+    peak = float("nan")
+    for p in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        value = int(line.split()[1]) / 1024
+                        peak = value if peak != peak else max(peak, value)
+        except OSError:
+            continue
+    return peak
 
 
 def udp_drops(port: int) -> int:

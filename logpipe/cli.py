@@ -39,9 +39,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     import structlog
 
     log = structlog.get_logger().bind(component="daemon")
+    worker = getattr(args, "worker", None)
+    if worker is None and config.daemon.workers > 1:
+        from .workers import run_supervisor
+
+        try:
+            return run_supervisor(config, args.config)
+        except OSError as e:
+            log.error("start_failed", stage="binding", error=f"{e.strerror or e}")
+            return 1
+        except ConfigError as e:
+            log.error("start_failed", stage="config", error=str(e))
+            return 2
+    if worker is not None:
+        from .workers import apply_worker_overrides
+
+        structlog.contextvars.bind_contextvars(worker=worker)
+        config = apply_worker_overrides(config, worker, args.worker_udp_port, args.worker_tcp_port)
 
     async def main() -> None:
-        await Daemon(config, config_path=args.config).run()
+        daemon = Daemon(config, config_path=args.config)
+        if worker is None:
+            await daemon.run()
+            return
+        from .workers import serve_worker_channel
+
+        if daemon.syslog is not None:
+            daemon.syslog.reuse_port = True
+        reload = daemon.reload  # a reload re-reads the file: the worker's overrides apply again
+
+        async def reload_with_overrides(new):
+            return await reload(apply_worker_overrides(new, worker, args.worker_udp_port, args.worker_tcp_port))
+
+        daemon.reload = reload_with_overrides  # type: ignore[method-assign]
+        channel = asyncio.create_task(serve_worker_channel(daemon, args.worker_fd))
+        try:
+            await daemon.run()
+        finally:
+            channel.cancel()
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -305,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     run.add_argument("-c", "--config", required=True)
+    # Internal: how a daemon.workers > 1 supervisor starts its workers (logpipe/workers.py).
+    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--worker-udp-port", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--worker-tcp-port", type=int, default=None, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a config file")

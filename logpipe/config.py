@@ -112,6 +112,8 @@ class Daemon(_Base):
     # How long SIGTERM may take to hand everything buffered to the sinks before the
     # remainder is persisted (disk buffer) or reported as lost (memory buffer).
     shutdown_timeout_s: PositiveInt = 30
+    # Worker processes sharing the syslog ports (SO_REUSEPORT); 1 = a single process, as before.
+    workers: PositiveInt = 1
 
 
 class Api(_Base):

@@ -47,10 +47,12 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def udp_socket(address: str, receive_buffer_bytes: int | None = None) -> socket.socket:
+def udp_socket(address: str, receive_buffer_bytes: int | None = None, reuse_port: bool = False) -> socket.socket:
     host, port = parse_address(address)
     sock = socket.socket(_family(host), socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # daemon.workers > 1: the kernel spreads flows over the workers' sockets
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if receive_buffer_bytes:
         # Bursts arrive faster than one event-loop turn drains them. SO_RCVBUF is capped
         # at net.core.rmem_max (the README says how to raise it); SO_RCVBUFFORCE is not,
@@ -68,11 +70,13 @@ def udp_socket(address: str, receive_buffer_bytes: int | None = None) -> socket.
     return sock
 
 
-def tcp_socket(address: str) -> socket.socket:
+def tcp_socket(address: str, reuse_port: bool = False) -> socket.socket:
     host, port = parse_address(address)
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # daemon.workers > 1: the kernel spreads connections over the workers
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
     except OSError:

@@ -206,12 +206,14 @@ class SyslogListeners:
             lambda: self.parser.truncated, SOURCE
         )
         self.log = structlog.get_logger().bind(component="source.syslog")
+        # Set by a worker of daemon.workers > 1 (logpipe/workers.py), which shares the ports.
+        self.reuse_port = False
 
     async def start(self) -> None:
         if self.config.udp:
-            await self._start_udp(udp_socket(self.config.udp, self.config.udp_receive_buffer_bytes))
+            await self._start_udp(udp_socket(self.config.udp, self.config.udp_receive_buffer_bytes, self.reuse_port))
         if self.config.tcp:
-            await self._start_tcp(tcp_socket(self.config.tcp))
+            await self._start_tcp(tcp_socket(self.config.tcp, self.reuse_port))
 
     async def _start_udp(self, sock) -> None:
         loop = asyncio.get_running_loop()
@@ -268,9 +270,9 @@ class SyslogListeners:
         bound = {}
         try:
             if config.udp and (config.udp != self.config.udp or self._udp_transport is None):
-                bound["udp"] = _bind(udp_socket, "udp", config.udp, config.udp_receive_buffer_bytes)
+                bound["udp"] = _bind(udp_socket, "udp", config.udp, config.udp_receive_buffer_bytes, self.reuse_port)
             if config.tcp and (config.tcp != self.config.tcp or self._server is None):
-                bound["tcp"] = _bind(tcp_socket, "tcp", config.tcp)
+                bound["tcp"] = _bind(tcp_socket, "tcp", config.tcp, self.reuse_port)
         except ValueError:
             for sock in bound.values():
                 sock.close()

@@ -1,0 +1,518 @@
+"""``daemon.workers = N > 1``: a supervisor process and N worker processes.
+
+Only used when ``daemon.workers > 1``; with 1, ``logpipe run`` is the plain Daemon.
+
+Supervisor (``run_supervisor``):
+- re-executes ``python -m logpipe run -c FILE --worker I --workers N ...`` N times; a worker
+  that exits while the supervisor is not stopping is restarted with backoff (0.5 s doubling
+  to 10 s, reset after 30 s of uptime);
+- resolves port 0 for the syslog ports first: it binds a probe socket with SO_REUSEPORT
+  to port 0, passes the real port to every worker, keeps the TCP probe (bound, never
+  listening: it takes no connections) for its whole life so the port stays reserved across
+  worker restarts, and closes the UDP probe once the first worker has bound (an unread UDP
+  socket in the group would take a share of the datagrams);
+- owns ``sources.metadata.udp``: the usual MetadataListener (allow list, rate limit, HMAC,
+  replay window) validates each announcement once; an accepted one (``ok``/``removed``) is
+  forwarded, pickled, to every worker over its own ``socketpair`` (SOCK_DGRAM; trusted:
+  only parent and child hold the ends). A worker applies it to its own MetadataTable (which
+  also releases lines the enrichment hold waits for). A full worker socket counts
+  ``logpipe_metadata_forward_dropped_total``; a restarted worker gets the supervisor's whole
+  table replayed first, so no worker misses an entry;
+- serves ``api.listen``: ``/health`` (503 if any worker is down or unhealthy), ``/metrics``
+  and ``/api/stats`` summed over the workers' own APIs (each worker listens on 127.0.0.1:0
+  and reports its address over the socketpair) plus the supervisor's metadata counters;
+- SIGTERM/SIGINT: forwarded to every worker, each runs the normal Daemon drain; the
+  supervisor waits for all and exits 0. SIGHUP is forwarded (each worker reloads).
+
+Workers (``apply_worker_overrides`` + ``serve_worker_channel``): a Daemon whose config has
+``data_dir = DATA_DIR/workers/wI`` (buffers, dead letters and snapshot per worker: a
+restarted worker replays its own disk buffer completely), file sinks writing
+``PATH.wI.ndjson``, ``api.listen = 127.0.0.1:0``, no metadata port, and syslog sockets bound
+with SO_REUSEPORT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import msgspec
+import structlog
+
+from .config import Config, parse_address
+from .enrich import MetadataTable
+from .metrics import Metrics
+
+__all__ = ["run_supervisor", "apply_worker_overrides", "serve_worker_channel", "worker_data_dir"]
+
+_RESTART_INITIAL_S = 0.5
+_RESTART_MAX_S = 10.0
+_STABLE_AFTER_S = 30.0
+
+
+def worker_data_dir(data_dir: str, index: int) -> str:
+    return os.path.join(data_dir, "workers", f"w{index}")
+
+
+def apply_worker_overrides(config: Config, index: int, udp_port: int | None, tcp_port: int | None) -> Config:
+    """The config worker ``index`` runs: see the module docstring."""
+    replace = msgspec.structs.replace
+    data_dir = config.daemon.data_dir
+    daemon = replace(config.daemon, data_dir=worker_data_dir(data_dir, index))
+    api = replace(config.api, listen="127.0.0.1:0")
+    sources = config.sources
+    if sources.syslog is not None:
+        syslog = sources.syslog
+        if syslog.udp and udp_port is not None:
+            syslog = replace(syslog, udp=_with_port(syslog.udp, udp_port))
+        if syslog.tcp and tcp_port is not None:
+            syslog = replace(syslog, tcp=_with_port(syslog.tcp, tcp_port))
+        sources = replace(sources, syslog=syslog)
+    if sources.metadata is not None:
+        sources = replace(sources, metadata=replace(sources.metadata, udp=None))
+    sinks = {}
+    for name, sink in config.sinks.items():
+        if type(sink).__struct_config__.tag == "file":
+            base = sink.path if os.path.isabs(sink.path) else os.path.join(data_dir, sink.path)
+            sink = replace(sink, path=f"{base}.w{index}")
+        sinks[name] = sink
+    return replace(config, daemon=daemon, api=api, sources=sources, sinks=sinks)
+
+
+def _with_port(address: str, port: int) -> str:
+    host, _ = parse_address(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve_worker_channel(daemon: Any, fd: int) -> None:
+    """Worker side of the socketpair: report the API address once started, then apply every
+    announcement the supervisor forwards. Runs until cancelled."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await daemon.ready.wait()
+    address = daemon.api_address
+    if address is not None:
+        sock.send(f"api {address[0]}:{address[1]}".encode())
+    log = structlog.get_logger().bind(component="worker")
+    try:
+        while True:
+            data = await loop.sock_recv(sock, 1 << 20)
+            if not data:
+                continue
+            try:
+                announcement = pickle.loads(data)
+            except Exception as e:  # only the supervisor writes here; still never crash on it
+                log.warning("worker_announcement_unreadable", error=str(e)[:200])
+                continue
+            daemon.table.apply(announcement)
+    finally:
+        sock.close()
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: a worker gets SIGTERM when the supervisor dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class _ForwardingTable(MetadataTable):
+    """The supervisor's table: every accepted announcement is also sent to each worker."""
+
+    def __init__(self, maxsize: int, *args: Any, forward: Any) -> None:
+        super().__init__(maxsize, *args)
+        self._forward = forward
+        self._maxsize = maxsize
+        # The last accepted announcement per container, replayed to a restarted worker.
+        self.latest: dict[tuple, Any] = {}
+
+    def apply(self, ann: Any) -> str:
+        result = super().apply(ann)
+        if result in ("ok", "removed"):
+            key = (ann.ip, ann.hostname, ann.container_id)
+            self.latest.pop(key, None)
+            if result == "ok":
+                self.latest[key] = ann
+                if len(self.latest) > self._maxsize:
+                    del self.latest[next(iter(self.latest))]
+            self._forward(ann)
+        return result
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        self.channel: socket.socket | None = None
+        self.api: str | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.n = config.daemon.workers
+        self.metrics = Metrics()
+        self.log = structlog.get_logger().bind(component="supervisor")
+        self.workers = [_Worker(i) for i in range(self.n)]
+        self.stopping = False
+        self._stop = asyncio.Event()
+        self.started = time.time()
+        self.listeners: dict[str, str] = {}
+        self._probes: dict[str, socket.socket] = {}
+        self.ports: dict[str, int | None] = {"udp": None, "tcp": None}
+        self._forward_dropped = self.metrics.counter(
+            "logpipe_metadata_forward_dropped_total", "Announcements a worker's channel had no room for", ()
+        ).labels()
+        metadata_config = config.sources.metadata
+        self.table = _ForwardingTable(
+            metadata_config.max_entries if metadata_config else 100_000,
+            metadata_config.ttl_s if metadata_config else 600,
+            self.metrics,
+            forward=self._forward,
+        )
+        self.metadata = None
+        if metadata_config is not None and metadata_config.udp:
+            from .config import read_secret
+            from .sources.metadata import RESULTS, MetadataListener
+
+            secret = read_secret(metadata_config.secret, metadata_config.secret_file, metadata_config.secret_env, "secret")
+            self.metadata = MetadataListener(metadata_config, self.table, self.metrics, secret=secret)
+            family = self.metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
+            for result in RESULTS:
+                family.labels(result)
+        self.api_address: tuple[str, int] | None = None
+        self._runner = None
+
+    # --- metadata fan-out -------------------------------------------------------------
+
+    def _forward(self, ann: Any) -> None:
+        data = pickle.dumps(ann)
+        for worker in self.workers:
+            self._send(worker, data)
+
+    def _send(self, worker: _Worker, data: bytes) -> None:
+        if worker.channel is None:
+            return
+        try:
+            worker.channel.send(data)
+        except (BlockingIOError, OSError):
+            self._forward_dropped.inc()
+
+    def _replay_table(self, worker: _Worker) -> None:
+        """A (re)started worker learns every entry the supervisor's table holds."""
+        for ann in list(self.table.latest.values()):
+            self._send(worker, pickle.dumps(ann))
+
+    # --- ports ------------------------------------------------------------------------
+
+    def _resolve_ports(self) -> None:
+        syslog = self.config.sources.syslog
+        if syslog is None:
+            return
+        for protocol, address in (("udp", syslog.udp), ("tcp", syslog.tcp)):
+            if not address:
+                continue
+            host, port = parse_address(address)
+            if port == 0:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+                probe = socket.socket(family, kind)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                probe.bind((host, 0))
+                port = probe.getsockname()[1]
+                self._probes[protocol] = probe
+                self.ports[protocol] = port
+            self.listeners[f"syslog.{protocol}"] = f"{host}:{port}"
+
+    # --- workers ----------------------------------------------------------------------
+
+    async def _spawn(self, worker: _Worker) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        parent.setblocking(False)
+        for s in (parent, child):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        argv = [sys.executable, "-m", "logpipe", "run", "-c", self.config_path,
+                "--worker", str(worker.index), "--workers", str(self.n), "--worker-fd", str(child.fileno())]
+        for protocol, port in self.ports.items():
+            if port is not None:
+                argv += [f"--worker-{protocol}-port", str(port)]
+        worker.api = None
+        worker.channel = parent
+        worker.started_at = time.monotonic()
+        worker.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(child.fileno(),), preexec_fn=_die_with_parent)
+        child.close()
+        self._replay_table(worker)
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_worker_message, worker, parent)
+        self.log.info("worker_started", worker=worker.index, pid=worker.proc.pid)
+
+    def _on_worker_message(self, worker: _Worker, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, OSError):
+            return
+        if data.startswith(b"api "):
+            worker.api = data[4:].decode()
+            if "udp" in self._probes and all(w.api for w in self.workers):
+                self._probes.pop("udp").close()
+
+    def _close_channel(self, worker: _Worker) -> None:
+        if worker.channel is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(worker.channel.fileno())
+            except Exception:
+                pass
+            worker.channel.close()
+            worker.channel = None
+        worker.api = None
+
+    async def _keep_running(self, worker: _Worker) -> None:
+        backoff = _RESTART_INITIAL_S
+        while True:
+            await self._spawn(worker)
+            assert worker.proc is not None
+            code = await worker.proc.wait()
+            self._close_channel(worker)
+            if self.stopping:
+                self.log.info("worker_stopped", worker=worker.index, code=code)
+                return
+            if time.monotonic() - worker.started_at > _STABLE_AFTER_S:
+                backoff = _RESTART_INITIAL_S
+            self.log.error("worker_died", worker=worker.index, code=code, restart_in_s=backoff)
+            try:
+                await asyncio.wait_for(self._stop.wait(), backoff)
+                return  # stopping meanwhile
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, _RESTART_MAX_S)
+            worker.restarts += 1
+
+    def _signal_workers(self, sig: int) -> None:
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.returncode is None:
+                try:
+                    worker.proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+
+    def request_stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self._stop.set()
+            self.log.info("stopping", workers=self.n)
+        self._signal_workers(signal.SIGTERM)
+
+    def _warn_orphans(self) -> None:
+        root = os.path.join(self.config.daemon.data_dir, "workers")
+        try:
+            names = os.listdir(root)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith("w") and name[1:].isdigit() and int(name[1:]) >= self.n:
+                # Not drained by anyone: start with daemon.workers > that number to replay it.
+                self.log.error("worker_data_not_drained", path=os.path.join(root, name), workers=self.n,
+                               hint=f"run once with daemon.workers >= {int(name[1:]) + 1} to replay its buffers")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._signal_workers, signal.SIGHUP)
+        cpus = os.cpu_count() or 1
+        if self.n > cpus:
+            self.log.warning("workers_exceed_cpus", workers=self.n, cpus=cpus)
+        os.makedirs(self.config.daemon.data_dir, exist_ok=True)
+        self._warn_orphans()
+        self._resolve_ports()
+        if self.config.api.listen:
+            await self._start_api(self.config.api.listen)
+        if self.metadata is not None:
+            await self.metadata.start()
+            if self.metadata.address:
+                self.listeners["metadata.udp"] = f"{self.metadata.address[0]}:{self.metadata.address[1]}"
+        tasks = [asyncio.create_task(self._keep_running(w)) for w in self.workers]
+        self.log.info("started", workers=self.n, pid=os.getpid())
+        await asyncio.gather(*tasks)
+        if self.metadata is not None:
+            await self.metadata.stop()
+        for probe in self._probes.values():
+            probe.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.log.info("stopped")
+
+    # --- API ------------------------------------------------------------------------
+
+    async def _start_api(self, listen: str) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/api/stats", self._stats)
+        host, port = parse_address(listen)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sock = server.sockets[0] if server and server.sockets else None  # type: ignore[union-attr]
+        self.api_address = sock.getsockname()[:2] if sock else (host, port)
+        self.log.info("listening", component="api", protocol="http", address=f"{self.api_address[0]}:{self.api_address[1]}")
+
+    async def _scrape(self, path: str) -> list[tuple[_Worker, int | None, bytes]]:
+        import aiohttp
+
+        async def one(session: aiohttp.ClientSession, worker: _Worker):
+            if not worker.api:
+                return worker, None, b""
+            try:
+                async with session.get(f"http://{worker.api}{path}") as resp:
+                    return worker, resp.status, await resp.read()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                return worker, None, b""
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            return list(await asyncio.gather(*(one(session, w) for w in self.workers)))
+
+    async def _health(self, _request):
+        from aiohttp import web
+
+        problems = []
+        for worker, status, body in await self._scrape("/health"):
+            if status is None:
+                problems.append(f"worker {worker.index} is down")
+            elif status != 200:
+                try:
+                    inner = msgspec.json.decode(body).get("problems", [])
+                except Exception:
+                    inner = []
+                problems += [f"worker {worker.index}: {p}" for p in inner] or [f"worker {worker.index} unhealthy"]
+        if problems:
+            return web.json_response({"status": "unhealthy", "problems": problems}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def _metrics(self, _request):
+        from aiohttp import web
+
+        texts = [self.metrics.render()] + [body.decode() for _, status, body in await self._scrape("/metrics") if status == 200]
+        return web.Response(text=sum_prometheus(texts), content_type="text/plain", charset="utf-8")
+
+    async def _stats(self, _request):
+        from aiohttp import web
+
+        per_worker = []
+        for worker, status, body in await self._scrape("/api/stats"):
+            stats = msgspec.json.decode(body) if status == 200 else None
+            per_worker.append((worker, stats))
+        out: dict[str, Any] = {"uptime_s": round(time.time() - self.started, 3)}
+        own: dict[str, Any] = {}
+        for family in self.metrics.families():
+            own[family.name] = {
+                (",".join(f"{k}={v}" for k, v in zip(family.labelnames, labels)) or "_"): value
+                for labels, value in family.items()
+            }
+        merged: dict[str, Any] = own
+        sinks: dict[str, Any] = {}
+        for _, stats in per_worker:
+            if stats is None:
+                continue
+            merged = _sum_trees(merged, stats.get("metrics", {}))
+            for name, sink in stats.get("sinks", {}).items():
+                acc = sinks.setdefault(name, {"type": sink.get("type"), "buffer_events": 0, "buffer_bytes": 0,
+                                              "buffer_max_bytes": 0, "failing": False, "last_error": None})
+                for key in ("buffer_events", "buffer_bytes", "buffer_max_bytes"):
+                    acc[key] += sink.get(key) or 0
+                acc["failing"] = acc["failing"] or bool(sink.get("failing"))
+                acc["last_error"] = acc["last_error"] or sink.get("last_error")
+        out["metrics"] = merged
+        # Listeners appear once every worker is up: a client may then rely on them.
+        all_up = all(stats is not None for _, stats in per_worker)
+        out["listeners"] = dict(self.listeners) if all_up else {}
+        out["sinks"] = sinks
+        out["metadata_entries"] = len(self.table)
+        out["workers"] = [
+            {"worker": w.index, "pid": w.proc.pid if w.proc else None, "api": w.api, "up": stats is not None,
+             "restarts": w.restarts, "metrics": stats.get("metrics") if stats else None}
+            for w, stats in per_worker
+        ]
+        return web.json_response(out)
+
+
+def _sum_trees(a: Any, b: Any) -> Any:
+    """Numbers add, dicts merge key by key (histogram {count, sum} included)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = _sum_trees(out[key], value) if key in out else value
+        return out
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a + b
+    return a
+
+
+def sum_prometheus(texts: list[str]) -> str:
+    """Sum identical series (name + labels) across Prometheus text expositions; HELP/TYPE
+    lines are kept once, in first-seen order."""
+    order: list[str] = []
+    comments: dict[str, list[str]] = {}
+    values: dict[str, dict[str, float]] = {}
+    for text in texts:
+        current = ""
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                current = parts[2] if len(parts) > 2 else ""
+                if current not in comments:
+                    comments[current] = []
+                    values[current] = {}
+                    order.append(current)
+                if line not in comments[current]:
+                    comments[current].append(line)
+                continue
+            series, _, number = line.rpartition(" ")
+            try:
+                value = float(number)
+            except ValueError:
+                continue
+            group = values.setdefault(current, {})
+            if current not in comments:
+                comments[current] = []
+                order.append(current)
+            group[series] = group.get(series, 0.0) + value
+    out = []
+    for name in order:
+        out += comments[name]
+        for series, value in values.get(name, {}).items():
+            if value == float("inf"):
+                text = "+Inf"
+            elif float(value).is_integer():
+                text = str(int(value))
+            else:
+                text = repr(value)
+            out.append(f"{series} {text}")
+    return "\n".join(out) + "\n"
+
+
+def run_supervisor(config: Config, config_path: str) -> int:
+    import uvloop
+
+    supervisor = Supervisor(config, os.path.abspath(config_path))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(supervisor.run())
+    return 0
