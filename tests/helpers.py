@@ -22,7 +22,7 @@ import urllib.request
 
 import orjson
 
-__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin", "DaemonProcess", "parse_host_port", "FakeVictoriaLogs"]
+__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin", "DaemonProcess", "parse_host_port", "FakeVictoriaLogs", "stop_process"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -68,6 +68,18 @@ def run_async(coro_fn: Callable[[], Awaitable[object]], timeout: float = 60.0) -
 def victorialogs_bin() -> str | None:
     path = os.environ.get("LOGPIPE_VICTORIALOGS_BIN")
     return path if path and os.access(path, os.X_OK) else None
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 20) -> None:
+    """SIGTERM a test server, then SIGKILL it if it has not exited within ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
@@ -117,13 +129,7 @@ class VictoriaLogsServer:
         raise AssertionError("VictoriaLogs did not start")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def query(self, logsql: str, limit: int = 100_000) -> list[dict]:

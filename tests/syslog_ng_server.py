@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 
-from .helpers import free_port, wait_until
+from .helpers import free_port, stop_process, wait_until
 
 __all__ = ["SyslogNg", "syslog_ng_bin", "make_certificates"]
 
@@ -107,13 +107,7 @@ class SyslogNg:
             return [line.rstrip("\n").split("\t", 7) for line in f if line.endswith("\n")]
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 

@@ -27,6 +27,7 @@ from logpipe.buffer import record
 from .helpers import DaemonProcess as Logpipe
 from .helpers import wait_until as _wait_until
 from .helpers import FakeVictoriaLogs as FakeInsert
+from .helpers import stop_process
 
 TIMEOUT = 60.0
 
@@ -360,8 +361,7 @@ class VictoriaLogs:
             return [json.loads(line)["_msg"] for line in resp if line.strip()]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
+        stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
