@@ -156,6 +156,7 @@ class _Worker:
         self.api: str | None = None
         self.restarts = 0
         self.started_at = 0.0
+        self.ever_ready = False  # reported its API address once: it has bound and started
 
 
 class Supervisor:
@@ -167,6 +168,7 @@ class Supervisor:
         self.log = structlog.get_logger().bind(component="supervisor")
         self.workers = [_Worker(i) for i in range(self.n)]
         self.stopping = False
+        self.failed = False  # a worker could not start: run() ends, the process exits 1
         self._stop = asyncio.Event()
         self.started = time.time()
         self.listeners: dict[str, str] = {}
@@ -265,6 +267,7 @@ class Supervisor:
             return
         if data.startswith(b"api "):
             worker.api = data[4:].decode()
+            worker.ever_ready = True
             if "udp" in self._probes and all(w.api for w in self.workers):
                 self._probes.pop("udp").close()
 
@@ -287,6 +290,14 @@ class Supervisor:
             self._close_channel(worker)
             if self.stopping:
                 self.log.info("worker_stopped", worker=worker.index, code=code)
+                return
+            if not worker.ever_ready:
+                # It never started (a port it cannot bind, a data_dir it cannot write): as
+                # without workers, the daemon stops with exit 1 instead of retrying forever.
+                self.log.error("worker_start_failed", worker=worker.index, code=code,
+                               hint="the worker's own log above says why")
+                self.failed = True
+                self.request_stop()
                 return
             if time.monotonic() - worker.started_at > _STABLE_AFTER_S:
                 backoff = _RESTART_INITIAL_S
@@ -515,4 +526,4 @@ def run_supervisor(config: Config, config_path: str) -> int:
     supervisor = Supervisor(config, os.path.abspath(config_path))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(supervisor.run())
-    return 0
+    return 1 if supervisor.failed else 0

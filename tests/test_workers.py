@@ -147,3 +147,32 @@ def test_sum_prometheus_adds_identical_series_and_keeps_help_once():
     assert sum_prometheus([a, b]) == (
         '# HELP m x\n# TYPE m counter\nm{a="1"} 5\nm{a="2"} 1\n# HELP g y\n# TYPE g gauge\ng 1.5\n'
     )
+
+
+def test_a_worker_that_cannot_bind_stops_the_supervisor_with_exit_1(tmp_path):
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:  # a fixed port someone else holds, without SO_REUSEPORT
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        path = tmp_path / "logpipe.toml"
+        path.write_text(f"""
+[daemon]
+data_dir = "{tmp_path / 'data'}"
+log_format = "json"
+workers = 2
+[api]
+listen = "127.0.0.1:0"
+[sources.syslog]
+tcp = "127.0.0.1:{port}"
+[sinks.out]
+type = "file"
+""")
+        result = subprocess.run([sys.executable, "-m", "logpipe", "run", "-c", str(path)],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "worker_start_failed" for e in events), result.stderr[-2000:]
+    assert not any(e.get("event") == "worker_died" for e in events)  # no restart loop
