@@ -68,6 +68,9 @@ def configure(level: str = "info", fmt: str = "console", stream=None, repeat_win
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line (message and newline together): with daemon.workers > 1 the
+        # supervisor and its workers share stderr, and PrintLogger's two writes per line let
+        # lines of different processes interleave mid-line, breaking JSON logs.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

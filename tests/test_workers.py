@@ -172,7 +172,7 @@ type = "file"
 """)
         result = subprocess.run([sys.executable, "-m", "logpipe", "run", "-c", str(path)],
                                 capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stderr[-3000:]
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(e.get("event") == "worker_start_failed" for e in events), result.stderr[-2000:]
     assert not any(e.get("event") == "worker_died" for e in events)  # no restart loop
