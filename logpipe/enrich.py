@@ -229,12 +229,17 @@ class Enricher:
                 entry = index.get(value)
                 if entry is None or entry.expires <= now:
                     continue
-                if type(event) is dict:
-                    for key, label in entry.labels.items():
+                labels = entry.labels
+                # Usually no label names a field of the line: one C-level check and one
+                # update, for plain and body events alike.
+                if labels.keys().isdisjoint(event.keys()):
+                    event.update(labels)
+                elif type(event) is dict:
+                    for key, label in labels.items():
                         if key not in event:
                             event[key] = label
                 else:  # a BodyEvent: a body key that collides with a label moves to body.KEY
-                    apply_labels(event, entry.labels)
+                    apply_labels(event, labels)
                 hits += 1
                 break
             else:
