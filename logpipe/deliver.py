@@ -104,6 +104,12 @@ class Deliverer:
         self._wake = asyncio.Event()  # ends a backoff early: abort() or a new sink
         self._sending: list[Sink] = []  # the sink of each send() running (concurrency > 1: several)
         self._retired: list[Sink] = []  # replaced sinks to close once their send returns
+        buffer.set_lead(self._lead_bytes())
+
+    def _lead_bytes(self) -> int:
+        # Enough ready data for every send loop's next batch and one more, so a healthy
+        # sink never waits for input because reading was paused.
+        return self.batch.max_bytes * (self.concurrency + 2)
 
     async def run(self) -> None:
         """Deliver until the buffer is closed and drained, or ``abort()``."""
@@ -137,6 +143,7 @@ class Deliverer:
         otherwise it is closed here when its running send returns."""
         old = self.sink
         self.sink, self.batch = sink, batch
+        self.buffer.set_lead(self._lead_bytes())
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self._wake.set()
         if old in self._sending:
@@ -205,11 +212,13 @@ class Deliverer:
                 self.log.info("sink_recovered", failed_for_s=round(time.monotonic() - self.failing_since, 1))
                 self.failing_since = None
                 self.last_error = None
+                self.buffer.set_sink_failing(False)
         return True
 
     def _note_failure(self, error: SendError) -> None:
         if self.failing_since is None:
             self.failing_since = time.monotonic()
+            self.buffer.set_sink_failing(True)
             # Logged on the first failure of a streak only: a dead sink must not flood logs.
             self.log.warning("send_failed", stage="sending", error=str(error), retrying=True)
         self.last_error = str(error)

@@ -45,6 +45,7 @@ class FlowControl:
     def __init__(self) -> None:
         self._transports: set = set()
         self._full: set[str] = set()
+        self._logged_pause = False
         self.log = structlog.get_logger().bind(component="flow")
 
     @property
@@ -66,14 +67,21 @@ class FlowControl:
             if not transport.is_closing():
                 transport.resume_reading()
 
-    def set_full(self, lane: str, full: bool) -> None:
+    def set_full(self, lane: str, full: bool, routine: bool = False) -> None:
+        """``routine``: the pause is a memory buffer's lead (reading ahead of a healthy sink),
+        which happens all the time at full speed and is not worth a log line."""
         was_paused = bool(self._full)
         if full:
             self._full.add(lane)
         else:
             self._full.discard(lane)
         if bool(self._full) != was_paused:
-            self.log.info("sources_paused" if self._full else "sources_resumed", sinks=sorted(self._full))
+            if self._full and not routine:
+                self._logged_pause = True
+                self.log.info("sources_paused", sinks=sorted(self._full))
+            elif not self._full and self._logged_pause:
+                self._logged_pause = False
+                self.log.info("sources_resumed", sinks=[])
             for transport in list(self._transports):
                 if transport.is_closing():
                     continue
@@ -103,7 +111,7 @@ class SinkLane:
             buffer.oldest_age_s, name
         )
         if self.block:
-            buffer.on_pressure = lambda full: flow.set_full(name, full)
+            buffer.on_pressure = lambda full: flow.set_full(name, full, routine=not buffer.is_full)
 
     def offer(self, records: list[bytes], nbytes: int, holdable: bool) -> None:
         buffer = self.buffer

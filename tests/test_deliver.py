@@ -106,3 +106,25 @@ def test_abort_leaves_batch_unacknowledged(tmp_path):
 
     run_async(scenario)
     assert sink.stored == [] and buffer.events == 3
+
+
+def test_deliverer_sets_the_lead_and_reports_the_sink_failing_and_recovering(tmp_path):
+    sink = ScriptedSink(outages=3)
+    buffer, deliverer, _ = make(sink, tmp_path)
+    assert buffer._lead == deliverer.batch.max_bytes * 3  # one send loop + 2 batches ahead
+    states = []
+    real = buffer.set_sink_failing
+    buffer.set_sink_failing = lambda failing: (states.append(failing), real(failing))
+
+    async def scenario():
+        import asyncio
+
+        task = asyncio.create_task(deliverer.run())
+        recs = events(5)
+        buffer.push(recs, sum(map(len, recs)) + 5)
+        await await_until(lambda: len(sink.stored) == 5, 10, "delivery")
+        buffer.close()
+        await task
+
+    run_async(scenario)
+    assert states == [True, False]  # one edge each way for the whole outage

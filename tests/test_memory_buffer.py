@@ -98,3 +98,40 @@ def test_close_drains_without_waiting_then_returns_none():
 
     batch, end = run_async(scenario)
     assert len(batch) == 3 and end is None
+
+
+def test_lead_pauses_reading_early_while_the_sink_is_healthy():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10_000)
+        edges = []
+        buffer.on_pressure = edges.append
+        buffer.set_lead(1_000)
+        push(buffer, records(50, size=19))  # 1,000 bytes: the lead, far below max_bytes
+        assert edges == [True] and not buffer.is_full  # pressure, but nothing would be dropped
+        batch = await buffer.next_batch(45, 10**9, 60)
+        buffer.ack(batch)  # 100 bytes left: under the low watermark of the lead
+        assert edges == [True, False]
+        return buffer, edges
+
+    run_async(scenario)
+
+
+def test_lead_is_lifted_while_the_sink_fails_so_the_buffer_absorbs_the_outage():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10_000)
+        edges = []
+        buffer.on_pressure = edges.append
+        buffer.set_lead(1_000)
+        push(buffer, records(50, size=19))
+        assert edges == [True]
+        buffer.set_sink_failing(True)  # outage: room up to max_bytes again
+        assert edges == [True, False]
+        push(buffer, records(400, size=19))  # 9,000 bytes: below max_bytes, no pressure
+        assert edges == [True, False]
+        push(buffer, records(50, size=19))  # 10,000: full
+        assert edges == [True, False, True] and buffer.is_full
+        buffer.set_sink_failing(False)  # recovered: still far over the lead, stays paused
+        assert edges == [True, False, True]
+        assert buffer.events == 500  # nothing dropped or lost on the way
+
+    run_async(scenario)

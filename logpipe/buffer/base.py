@@ -14,7 +14,8 @@ Contract:
 - ``ack(batch)`` forgets the batch for good.
 - Pressure: ``on_pressure(True)`` is called when the size reaches ``max_bytes`` and
   ``on_pressure(False)`` when it falls back under the low watermark; sources pause and
-  resume reading on these edges (hysteresis keeps them from flapping).
+  resume reading on these edges (hysteresis keeps them from flapping). The memory buffer
+  also signals pressure at its *lead* while the sink is healthy (see memory.py).
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ class Buffer:
             self._pressure = False
             if self.on_pressure:
                 self.on_pressure(False)
+
+    def set_lead(self, lead_bytes: int) -> None:
+        """How far reading may run ahead of a healthy sink (memory buffer only; see there)."""
+
+    def set_sink_failing(self, failing: bool) -> None:
+        """The delivery loop's view of its sink: failing (retrying) or confirming batches."""
 
     def push(self, records: list[bytes], nbytes: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
