@@ -525,3 +525,41 @@ def test_a_source_still_unannounced_after_the_hold_is_not_held_again_until_it_an
         await await_until(lambda: hold.events == 0, 2, "the hold to empty")
 
     run_async(scenario, 10)
+
+
+def test_a_held_event_comes_back_identical_with_its_body_provenance():
+    """Held events wait encoded; what leaves the hold must be the event that went in."""
+    from logpipe.enrich import Enricher, MetadataTable
+    from logpipe.hold import Hold
+    from logpipe.metrics import Metrics
+    from logpipe.parse.body import BodyEvent, apply_body
+    from logpipe.parse.metadata import AnnouncementDecoder
+
+    async def scenario():
+        metrics = Metrics()
+        table = MetadataTable(100, 600, metrics)
+        match_on = [("hostname", "hostname")]
+        enricher = Enricher(table, match_on, metrics)
+        released: list[dict] = []
+
+        def release(events, holdable):
+            released.extend(events)
+            enricher.enrich(events)
+
+        hold = Hold(60_000, 1000, 1 << 20, match_on, release, metrics)
+        table.on_store = hold.announced
+        plain = {"_time": "2026-11-21T10:00:00Z", "_msg": "x\n\"é\"", "hostname": "h1", "n": 7, "f": 0.1, "b": True}
+        body = apply_body({"_time": "2026-11-21T10:00:00Z", "_msg": "", "hostname": "h1"},
+                          '{"msg": "hi", "service": "from-body", "dur": 1.5e-7}')
+        assert type(body) is BodyEvent
+        expected = [list(plain.items()), list(body.items())]
+        assert hold.add([plain, body], True) == []
+        table.apply(AnnouncementDecoder().decode(orjson.dumps({"ip": "", "hostname": "h1", "service": "svc"}), None, 0))
+        await await_until(lambda: len(released) == 2, 5, "the release")
+        assert [list(e.items()) for e in released][0][:6] == expected[0]
+        assert type(released[1]) is BodyEvent and released[1].body_keys == body.body_keys
+        # the join ran on the decoded events: the body key that collides with the label moved
+        assert released[1]["service"] == "svc" and released[1]["body.service"] == "from-body"
+        assert released[1]["dur"] == 1.5e-7 and released[0]["n"] == 7 and released[0]["b"] is True
+
+    run_async(scenario, 10)
