@@ -77,8 +77,9 @@ def containers(n: int, rng: random.Random) -> list[dict]:
         svc = services[i % len(services)]
         # "ip": "" = no ip: otherwise the announcement's source (127.0.0.1, like the syslog
         # sender's) would become the entry's ip and every line would join the last one.
-        out.append({"ip": "", "container_id": cid, "hostname": cid[:12], "service": svc, "namespace": f"team-{i % 7}",
-                    "image": f"registry.local/{svc}:1.{i % 13}", "pod": f"{svc}-{i:04d}"})
+        # The issue's announcement: service, service id, container id (a Swarm task's).
+        out.append({"ip": "", "container_id": cid, "hostname": cid[:12], "service": svc,
+                    "service_id": "%025x" % rng.getrandbits(100)})
     return out
 
 
@@ -496,10 +497,12 @@ class SyslogNg:
 # --------------------------------------------------------------------------- runs
 
 
-def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, workdir: str, sink=None) -> dict:
+def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, workdir: str, sink=None,
+            dest_pid: int | None = None) -> dict:
     out = os.path.join(workdir, "sender.json")
     base = count()
     cpu0 = cpu_seconds(shipper.pid)
+    dest_cpu0 = cpu_seconds(dest_pid) if dest_pid else 0.0
     wait0 = runqueue_wait_s(shipper.pid)
     profiler = None
     if os.environ.get("BENCH_PYSPY") and shipper.name == "logpipe":  # profile the daemon under this load
@@ -510,6 +513,7 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
     arrived, last = wait_count(lambda: count() - base, n_lines, idle_timeout=20)
     cpu1 = cpu_seconds(shipper.pid)
     wait1 = runqueue_wait_s(shipper.pid)
+    dest_cpu1 = cpu_seconds(dest_pid) if dest_pid else 0.0
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
         profiler.wait(30)
@@ -527,6 +531,8 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
         # share of the run the shipper could have run but waited for a CPU: other load
         "cpu_share": (cpu1 - cpu0) / elapsed,
         "runq_share": (wait1 - wait0) / elapsed,
+        # the destination's own CPU per line (VictoriaLogs; the counting sink is not measured)
+        "dest_cpu_s_per_m": (dest_cpu1 - dest_cpu0) / max(arrived, 1) * 1e6 if dest_pid else None,
     }
     if sink is not None:
         arrivals = sink.stats()["arrivals"]
@@ -561,6 +567,21 @@ def udp_run(shipper, count, rate: int, seconds: int, corpus_path: str) -> dict:
     }
 
 
+def median_row(runs: list[dict]) -> dict:
+    """Per-metric median of several runs; peak RSS and lost are the worst."""
+    row = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if not values:
+            row[key] = None
+        elif key in ("rss_mb", "lost"):
+            row[key] = max(values)
+        else:
+            row[key] = statistics.median(values)
+    row["runs_lines_s"] = [r["lines_s"] for r in runs]
+    return row
+
+
 def fmt(v, spec=",.0f") -> str:
     if v is None or (isinstance(v, float) and v != v):
         return "-"
@@ -571,6 +592,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lines", type=int, default=200_000, help="TCP lines per run (default 200,000)")
     ap.add_argument("--containers", type=int, default=300)
+    ap.add_argument("--unannounced", type=int, default=-1,
+                    help="hosts that never announce (their lines miss the join; default containers / 10)")
+    ap.add_argument("--runs", type=int, default=1, help="TCP runs per row (fresh shipper and destination each); "
+                    "the table shows medians (peak RSS: the largest)")
     ap.add_argument("--udp-rates", default="20000", help="comma-separated lines/s for UDP runs ('' to skip)")
     ap.add_argument("--udp-seconds", type=int, default=10)
     ap.add_argument("--only", default="", help="comma list of: logpipe, syslog-ng")
@@ -603,12 +628,14 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bench-e2e-")
     rng = random.Random(7)
     cs = containers(args.containers, rng)
-    hosts = [c["hostname"] for c in cs] + [f"host-{i}" for i in range(args.containers // 10)]
+    unannounced = args.containers // 10 if args.unannounced < 0 else args.unannounced
+    hosts = [c["hostname"] for c in cs] + [f"host-{i}" for i in range(unannounced)]
     corpus = build_corpus(args.lines, loghub_messages(args.corpus), hosts)
     corpus_path = os.path.join(workdir, "corpus.log")
     with open(corpus_path, "wb") as f:
         f.write(corpus)
-    print(f"corpus: {args.lines:,} lines, {len(corpus) / 1e6:.1f} MB, {args.containers} announced containers; "
+    print(f"corpus: {args.lines:,} lines, {len(corpus) / 1e6:.1f} MB, {args.containers} announced containers, "
+          f"{unannounced} unannounced hosts; "
           f"cores: {os.cpu_count()}; python {sys.version.split()[0]}")
 
     sink = CountingSink(workdir)
@@ -630,41 +657,46 @@ def main() -> None:
             if dest not in dests:
                 continue
             for label, make in variants:
-                vl = VictoriaLogs(vl_bin, workdir) if dest == "vl" else None
-                try:
-                    if dest == "sink":
-                        sink.reset()
-                    shipper = make(sink.url if dest == "sink" else vl.url)
+                runs = []
+                for run in range(args.runs):
+                    vl = VictoriaLogs(vl_bin, workdir) if dest == "vl" else None
                     try:
-                        count = sink.lines if dest == "sink" else vl.rows
-                        row = tcp_run(shipper, count, args.lines, corpus_path, len(corpus), workdir, sink if dest == "sink" else None)
-                        results.append((label, dest, row))
-                        print(f"  {label:32s} -> {dest:4s} {fmt(row['lines_s'])} lines/s, "
-                              f"{fmt(row['cpu_s_per_m'], '.2f')} CPU-s/M, lost {row['lost']}", flush=True)
-                        if dest == "sink" and args.udp_rates:
-                            for rate in map(int, args.udp_rates.split(",")):
-                                sink.reset()
-                                u = udp_run(shipper, sink.lines, rate, args.udp_seconds, corpus_path)
-                                udp_results.append((label, u))
-                                print(f"  {label:32s} UDP {rate}/s: lost {u['lost']} of {u['sent']}", flush=True)
+                        if dest == "sink":
+                            sink.reset()
+                        shipper = make(sink.url if dest == "sink" else vl.url)
+                        try:
+                            count = sink.lines if dest == "sink" else vl.rows
+                            row = tcp_run(shipper, count, args.lines, corpus_path, len(corpus), workdir,
+                                          sink if dest == "sink" else None, vl.server.proc.pid if vl is not None else None)
+                            runs.append(row)
+                            print(f"  {label:32s} -> {dest:4s} {fmt(row['lines_s'])} lines/s, "
+                                  f"{fmt(row['cpu_s_per_m'], '.2f')} CPU-s/M, lost {row['lost']}", flush=True)
+                            if dest == "sink" and args.udp_rates and run == args.runs - 1:
+                                for rate in map(int, args.udp_rates.split(",")):
+                                    sink.reset()
+                                    u = udp_run(shipper, sink.lines, rate, args.udp_seconds, corpus_path)
+                                    udp_results.append((label, u))
+                                    print(f"  {label:32s} UDP {rate}/s: lost {u['lost']} of {u['sent']}", flush=True)
+                        finally:
+                            shipper.stop()
                     finally:
-                        shipper.stop()
-                finally:
-                    if vl is not None:
-                        vl.stop()
+                        if vl is not None:
+                            vl.stop()
+                results.append((label, dest, median_row(runs)))
     finally:
         sink.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"TCP, one connection, {args.lines:,} lines")
+    print(f"TCP, one connection, {args.lines:,} lines" + (f", median of {args.runs} runs" if args.runs > 1 else ""))
     print()
-    print("| shipper | destination | lines/s | MB/s | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| shipper | destination | lines/s | MB/s | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for label, dest, r in results:
         print(f"| {label} | {'counting sink' if dest == 'sink' else 'VictoriaLogs'} | {fmt(r['lines_s'])} | {fmt(r['mb_s'], '.1f')} | "
               f"{fmt(r['cpu_s_per_m'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | {fmt(r.get('p50_ms'), '.0f')} | "
-              f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} | {r['cpu_share']:.2f} / {r['runq_share']:.2f} |")
+              f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} | {r['cpu_share']:.2f} / {r['runq_share']:.2f} | "
+              f"{fmt(r.get('dest_cpu_s_per_m'), '.2f')} | {', '.join(fmt(x) for x in r['runs_lines_s'])} |")
     ng = {dest: r for label, dest, r in results if label.startswith("syslog-ng")}
     if ng:
         print()

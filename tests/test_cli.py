@@ -62,3 +62,17 @@ def test_test_command_parses_enriches_and_prints_json_lines(tmp_path):
     first, second = [orjson.loads(l) for l in result.stdout.splitlines()]
     assert (first["_msg"], first["service"], first["app_name"], first["source_ip"]) == ("hello", "api", "app", "10.0.0.1")
     assert second["parse_error"] == "true" and second["_msg"] == "not syslog at all"
+
+
+def test_logpipe_test_piped_into_a_reader_that_quits_exits_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    lines = tmp_path / "lines.log"
+    lines.write_text("".join(f"<14>Nov 21 10:00:00 host app[1]: line {i}\n" for i in range(20000)))
+    proc = subprocess.run(
+        f"{sys.executable} -m logpipe test -c config/logpipe.toml {lines} | head -1",
+        shell=True, capture_output=True, text=True, timeout=60, cwd=str(__import__('pathlib').Path(__file__).parent.parent),
+    )
+    assert '"_msg":"line 0"' in proc.stdout
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
