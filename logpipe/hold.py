@@ -11,7 +11,7 @@ Chunk-wise, never a task or timer per event:
 - one ``call_at`` timer, for the oldest deadline, releases every expired event as one chunk.
 
 Invariants:
-- Bounded: at most ``max_events`` events and about ``max_bytes`` bytes (encoded) wait; an event that
+- Bounded: at most ``max_events`` events and about ``max_bytes`` bytes wait; an event that
   does not fit goes on at once, untagged, counted (``logpipe_enrich_hold_full_total``).
 - Every event added leaves exactly once: by announcement, by deadline or by ``flush``
   (shutdown), through ``release`` (the pipeline's enrich-again-and-forward path).
@@ -31,15 +31,12 @@ import asyncio
 from collections import deque
 from typing import Callable
 
-import msgspec
-
 from .enrich import SHORT_ID, Entry
-from .parse.body import BodyEvent
 from .metrics import Metrics
 
 __all__ = ["Hold"]
 
-# Per-event overhead beyond its encoded bytes: the _Held, its keys and the index entries.
+# Per-event overhead beyond the message text: the dict, its keys and the other fields.
 _EVENT_OVERHEAD = 256
 # How long identifiers whose held lines expired untagged skip the hold. Measured on 200,000
 # lines from unannounced hosts: 6.6 us/line and every line 2 s late with the hold, 3.9
@@ -49,16 +46,10 @@ _UNANNOUNCED_LIMIT = 65536
 
 
 class _Held:
-    """A held event, kept as its JSON (and the body provenance the join needs): as a dict
-    it cost ~1.6 KB, encoded ~0.5 KB. Hosts that have not announced yet hold every line
-    for ``hold_ms``; at 90,000 lines/s with 9 % of them unannounced that was 30 MB of peak
-    RSS. Encoding and decoding cost ~2 us, paid by held events only."""
+    __slots__ = ("event", "holdable", "deadline", "keys", "done", "nbytes")
 
-    __slots__ = ("record", "body_keys", "holdable", "deadline", "keys", "done", "nbytes")
-
-    def __init__(self, record: bytes, body_keys, holdable: bool, deadline: float, keys: tuple, nbytes: int) -> None:
-        self.record = record
-        self.body_keys = body_keys
+    def __init__(self, event: dict, holdable: bool, deadline: float, keys: list, nbytes: int) -> None:
+        self.event = event
         self.holdable = holdable
         self.deadline = deadline
         self.keys = keys
@@ -90,8 +81,6 @@ class Hold:
         self._ready_scheduled = False
         self._unannounced: dict[tuple[str, str], float] = {}  # identifier -> remembered until
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._encode = msgspec.json.Encoder().encode
-        self._decode_json = msgspec.json.Decoder(dict).decode
         self.closed = False  # after flush (shutdown) nothing more is held
         self._full = metrics.counter(
             "logpipe_enrich_hold_full_total", "Unmatched events sent on untagged because the hold was full"
@@ -123,7 +112,6 @@ class Hold:
         full = 0
         index = self._index
         unannounced = self._unannounced
-        encode = self._encode
         for event in events:
             keys = []
             for line_field, key in self._match_on:
@@ -136,13 +124,13 @@ class Hold:
             if unannounced and all(unannounced.get(k, 0.0) > now for k in keys):
                 passing.append(event)  # a source past its first seconds: no one is coming
                 continue
-            if self.events >= self.max_events or self.bytes >= self.max_bytes:
+            msg = event.get("_msg")
+            nbytes = _EVENT_OVERHEAD + (len(msg) if isinstance(msg, str) else 0)
+            if self.events >= self.max_events or self.bytes + nbytes > self.max_bytes:
                 full += 1
                 passing.append(event)
                 continue
-            record = encode(event)
-            nbytes = _EVENT_OVERHEAD + len(record)
-            item = _Held(record, getattr(event, "body_keys", None), holdable, deadline, tuple(keys), nbytes)
+            item = _Held(event, holdable, deadline, keys, nbytes)
             self._queue.append(item)
             for k in keys:
                 found = index.get(k)
@@ -157,13 +145,6 @@ class Hold:
         if self._queue and self._timer is None:
             self._timer = self._loop.call_at(self._queue[0].deadline, self._expire)
         return passing
-
-    def _decode(self, item: _Held) -> dict:
-        event = self._decode_json(item.record)
-        if item.body_keys is not None:
-            event = BodyEvent(event)
-            event.body_keys = item.body_keys
-        return event
 
     def announced(self, entry: Entry) -> None:
         """``MetadataTable.on_store``: what waits for this entry is released this loop turn."""
@@ -246,10 +227,10 @@ class Hold:
     def _emit(self, items: list[_Held]) -> None:
         if not items:
             return
-        tcp = [self._decode(i) for i in items if i.holdable]
-        udp = [self._decode(i) for i in items if not i.holdable]
+        tcp = [i.event for i in items if i.holdable]
+        udp = [i.event for i in items if not i.holdable]
         for i in items:
-            i.record = b""  # the queue may still reference the item until its deadline
+            i.event = None  # the queue may still reference the item until its deadline
         if tcp:
             self._release(tcp, True)
         if udp:
