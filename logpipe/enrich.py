@@ -36,7 +36,7 @@ SHORT_ID = 12
 
 
 class Entry:
-    __slots__ = ("key", "ip", "hostname", "container_id", "labels", "ttl_s", "expires")
+    __slots__ = ("key", "ip", "hostname", "container_id", "labels", "labels_but_hostname", "ttl_s", "expires")
 
     def __init__(self, key: tuple[str, str], ann: Announcement, ttl_s: float) -> None:
         self.key = key
@@ -44,6 +44,9 @@ class Entry:
         self.hostname = ann.hostname
         self.container_id = ann.container_id
         self.labels = ann.labels
+        # Almost every line has a hostname, which a label never overwrites; without it the
+        # labels usually name no field of the line and join with one dict.update.
+        self.labels_but_hostname = {k: v for k, v in ann.labels.items() if k != "hostname"}
         self.ttl_s = ttl_s
         self.expires = 0.0  # set by the cache when stored
 
@@ -229,12 +232,15 @@ class Enricher:
                 entry = index.get(value)
                 if entry is None or entry.expires <= now:
                     continue
-                labels = entry.labels
-                # Usually no label names a field of the line: one C-level check and one
-                # update, for plain and body events alike.
+                # Usually no label (but hostname) names a field of the line: one C-level
+                # check and one update, for plain and body events alike.
+                labels = entry.labels_but_hostname if "hostname" in event else entry.labels
                 if labels.keys().isdisjoint(event.keys()):
                     event.update(labels)
-                elif type(event) is dict:
+                    hits += 1
+                    break
+                labels = entry.labels
+                if type(event) is dict:
                     for key, label in labels.items():
                         if key not in event:
                             event[key] = label
