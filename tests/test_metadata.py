@@ -166,3 +166,22 @@ def test_identifier_taken_over_by_newer_entry_survives_old_expiry():
     clock.now += 31
     table.expire()
     assert table.by_ip["10.0.0.1"].labels["service"] == "new"
+
+
+def test_labels_are_appended_in_announcement_order_after_the_line_fields():
+    from logpipe.parse.body import apply_body
+
+    table, _, metrics = make_table()
+    announce(table, ip="", container_id="c" * 64, hostname="3f2a9c1b7d4e", service="api", service_id="svc-17")
+    enricher = Enricher(table, [("hostname", "container_id"), ("hostname", "hostname")], metrics)
+    with_host = {"_msg": "a", "hostname": "3f2a9c1b7d4e"}
+    without_host = {"_msg": "b", "app_name": "c" * 12}
+    body = apply_body({"_msg": "", "hostname": "3f2a9c1b7d4e"}, '{"msg": "c", "service": "own"}')
+    enricher.enrich([with_host, body])
+    Enricher(table, [("app_name", "container_id")], metrics).enrich([without_host])
+    label_order = ["container_id", "service", "service_id"]
+    assert list(with_host) == ["_msg", "hostname"] + label_order
+    assert list(without_host) == ["_msg", "app_name", "container_id", "hostname", "service", "service_id"]
+    assert with_host["hostname"] == "3f2a9c1b7d4e" and without_host["hostname"] == "3f2a9c1b7d4e"
+    # a body key named like a label moves aside, the label takes its name
+    assert body["service"] == "api" and body["body.service"] == "own" and body["service_id"] == "svc-17"
