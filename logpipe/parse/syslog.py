@@ -193,7 +193,12 @@ class SyslogParser:
             if len(line) > self._unchecked_bytes:
                 return self._finish_long(event, type(line) is Truncated)
             if self._parse_body:
-                return apply_body(event, event["_msg"])
+                msg = event["_msg"]
+                # Most messages are prose without "=": skip the body call for them. A body is
+                # only ever JSON (first non-space "{") or logfmt (needs "="); same test as
+                # decode_body's first lines.
+                if "=" in msg or msg[:1] == "{" or msg[:1].isspace():
+                    return apply_body(event, msg)
             return event
         except Exception:  # noqa: BLE001 - the contract is "never raises": store it raw
             return self._raw(line, None, context, source_ip)
