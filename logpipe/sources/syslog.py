@@ -8,6 +8,7 @@ always works on chunks.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 
@@ -251,7 +252,14 @@ class SyslogListeners:
             "logpipe_udp_kernel_drops_total", "Datagrams the kernel dropped before logpipe read them", ("source",)
         ).set_function(lambda: self._udp_drops_before + udp_kernel_drops(sock), SOURCE)
         self._udp_sock = sock
-        self.log.info("listening", protocol="udp", address=_show(self.addresses["udp"]))
+        # The kernel reports (and charges against) twice what was set; less than twice
+        # what was asked means SO_RCVBUF was capped at net.core.rmem_max.
+        asked = self.config.udp_receive_buffer_bytes
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.log.info("listening", protocol="udp", address=_show(self.addresses["udp"]), receive_buffer_bytes=got)
+        if got < 2 * asked:
+            self.log.warning("udp_receive_buffer_capped", asked=asked, got=got // 2,
+                             hint="raise net.core.rmem_max or run with CAP_NET_ADMIN; bursts will be dropped sooner")
 
     async def _start_tcp(self, sock) -> None:
         loop = asyncio.get_running_loop()
