@@ -114,14 +114,14 @@ class _UdpReader:
     datagram the kernel holds, up to ``MAX_PER_TURN``, is read and parsed as one chunk.
 
     uvloop's datagram protocol hands over at most 32 datagrams per loop turn (libuv's read
-    limit), so under load the pipeline worked on chunks of 32 and never caught up with a
-    backlog; here a chunk grows with the backlog, and the per-chunk costs (receive-time
-    context, enrichment setup, sink offer) are paid once per chunk."""
+    limit), so a backlog was worked off 32 datagrams at a time; here a chunk grows with
+    the backlog, and the per-chunk costs (receive-time context, enrichment setup, encoding
+    and sink offer calls) are paid once per chunk."""
 
     # One turn's chunk: big enough to amortize the per-chunk costs, small enough that a
     # turn stays a few milliseconds (other sockets and the sinks' timers run in between).
     MAX_PER_TURN = 1024
-    _READ_SIZE = 65535  # the largest UDP payload; a longer read cannot truncate a datagram
+    _READ_SIZE = 65535  # the largest UDP payload: the kernel cuts a datagram to the read size
 
     def __init__(self, owner: "SyslogListeners", sock) -> None:
         self._owner = owner
