@@ -172,7 +172,7 @@ class SyslogSource(_Base):
     max_connections: PositiveInt = 10000
     # A TCP connection that sends nothing for this long is closed (0: never).
     idle_timeout_s: NonNegativeInt = 300
-    udp_receive_buffer_bytes: PositiveInt = 8 * 1024 * 1024
+    udp_receive_buffer_bytes: PositiveInt = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         _check_address(self.udp)
