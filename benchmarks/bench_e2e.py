@@ -433,7 +433,7 @@ SYSLOG_NG_CONF = """@version: 3.38
 options {{ stats_freq(0); keep-hostname(yes); log-fifo-size(400000); threaded(yes); }};
 source s_tcp {{ network(ip(127.0.0.1) port({tcp}) transport("tcp") flags(no-parse) log-iw-size(100000)
                         max-connections(1) log-msg-size(65536)); }};
-source s_udp {{ network(ip(127.0.0.1) port({udp}) transport("udp") flags(no-parse) so-rcvbuf(8388608)
+source s_udp {{ network(ip(127.0.0.1) port({udp}) transport("udp") flags(no-parse) so-rcvbuf(33554432)
                         log-msg-size(65536)); }};
 destination d_http {{ http(url("{url}/insert/jsonline?_msg_field=MESSAGE&_time_field=ISODATE")
     method("POST") headers("Content-Type: application/stream+json") workers(2)
