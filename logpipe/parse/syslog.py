@@ -245,18 +245,23 @@ class SyslogParser:
         if msg[:1] == "\ufeff":
             msg = msg[1:]
         facility, severity, level = _PRI_NAMES[pri]
-        event: dict = {"_time": time_text, "_msg": msg}
-        if hostname != "-":
-            event["hostname"] = hostname
-        if app_name != "-":
-            event["app_name"] = app_name
-        if proc_id != "-":
-            event["proc_id"] = proc_id
-        if msg_id != "-":
-            event["msg_id"] = msg_id
-        event["facility"] = facility
-        event["severity"] = severity
-        event["level"] = level
+        if hostname != "-" and app_name != "-" and proc_id != "-" and msg_id == "-":
+            # The usual header, built in one presized literal (same keys, same order).
+            event: dict = {"_time": time_text, "_msg": msg, "hostname": hostname, "app_name": app_name,
+                           "proc_id": proc_id, "facility": facility, "severity": severity, "level": level}
+        else:
+            event = {"_time": time_text, "_msg": msg}
+            if hostname != "-":
+                event["hostname"] = hostname
+            if app_name != "-":
+                event["app_name"] = app_name
+            if proc_id != "-":
+                event["proc_id"] = proc_id
+            if msg_id != "-":
+                event["msg_id"] = msg_id
+            event["facility"] = facility
+            event["severity"] = severity
+            event["level"] = level
         if sd:
             event.update(sd)
         return event
@@ -278,8 +283,13 @@ class SyslogParser:
         if time_text is not None:
             m = _HOST_TAG.match(text, end + 1)
             if m is not None:
-                event: dict = {"_time": time_text, "_msg": text[m.end():]}
                 hostname, app_name, proc_id = m.groups()
+                if proc_id and pri >= 0 and hostname != "-":
+                    # The usual header, built in one presized literal (same keys, same order).
+                    facility, severity, level = _PRI_NAMES[pri]
+                    return {"_time": time_text, "_msg": text[m.end():], "hostname": hostname, "app_name": app_name,
+                            "proc_id": proc_id, "facility": facility, "severity": severity, "level": level}
+                event: dict = {"_time": time_text, "_msg": text[m.end():]}
                 if hostname != "-":
                     event["hostname"] = hostname
                 event["app_name"] = app_name
