@@ -374,6 +374,8 @@ class Supervisor:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/stats", self._stats)
+        app.router.add_get("/api/tap", self._tap)
+        app.router.add_post("/api/reload", self._reload)
         host, port = parse_address(listen)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -461,6 +463,97 @@ class Supervisor:
             for w, stats in per_worker
         ]
         return web.json_response(out)
+
+
+    async def _reload(self, _request):
+        """Every worker reloads the file; refused if any worker refuses (they read the same
+        file, so they agree unless it changed in between). The supervisor's own settings
+        (workers, metadata listener, API address) need a restart, as with SIGHUP."""
+        import aiohttp
+        from aiohttp import web
+
+        async def one(session: aiohttp.ClientSession, worker: _Worker) -> list[str]:
+            if not worker.api:
+                return [f"worker {worker.index} is down"]
+            try:
+                async with session.post(f"http://{worker.api}/api/reload") as resp:
+                    if resp.status == 200:
+                        return []
+                    body = msgspec.json.decode(await resp.read())
+                    return [f"worker {worker.index}: {p}" for p in body.get("problems", [])] or [
+                        f"worker {worker.index}: HTTP {resp.status}"]
+            except (aiohttp.ClientError, TimeoutError, OSError, msgspec.DecodeError) as e:
+                return [f"worker {worker.index}: {type(e).__name__}: {e}"]
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            results = await asyncio.gather(*(one(session, w) for w in self.workers))
+        problems = [p for result in results for p in result]
+        if problems:
+            return web.json_response({"status": "refused", "problems": problems}, status=400)
+        return web.json_response({"status": "reloaded", "workers": len(self.workers)})
+
+    async def _tap(self, request):
+        """The workers' taps merged into one stream: each worker samples ``rate / N`` so the
+        client gets about ``rate`` in all; ``limit`` counts the merged lines."""
+        import aiohttp
+        from aiohttp import web
+
+        query = dict(request.query)
+        try:
+            limit = int(query.get("limit", "0"))
+            rate = float(query.get("rate", "10"))
+            if limit < 0 or rate <= 0:
+                raise ValueError
+        except ValueError:
+            return web.json_response({"error": "limit must be an integer >= 0 and rate a number > 0"}, status=400)
+        live = [w for w in self.workers if w.api]
+        if not live:
+            return web.json_response({"error": "no worker is up"}, status=503)
+        query["rate"] = str(rate / len(live))
+        query.pop("limit", None)
+        lines: asyncio.Queue = asyncio.Queue(maxsize=1024)
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+
+        async def follow(worker: _Worker) -> None:
+            try:
+                async with session.get(f"http://{worker.api}/api/tap", params=query) as resp:
+                    if resp.status != 200:
+                        await lines.put(await resp.read())  # e.g. unknown sink: the client sees why
+                        return
+                    async for line in resp.content:
+                        await lines.put(line)
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                pass  # a worker restarting ends its part of the stream
+
+        readers = [asyncio.create_task(follow(w)) for w in live]
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        sent = 0
+        pending = set(readers)
+        try:
+            while not limit or sent < limit:
+                if lines.empty():
+                    pending = {r for r in pending if not r.done()}
+                    if not pending:
+                        break  # every worker's stream ended and all was passed on
+                    getter = asyncio.ensure_future(lines.get())
+                    done, _ = await asyncio.wait({getter, *pending}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter not in done:
+                        getter.cancel()
+                        continue
+                    line = getter.result()
+                else:
+                    line = lines.get_nowait()
+                await response.write(line if line.endswith(b"\n") else line + b"\n")
+                sent += 1
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            await session.close()
+        return response
 
 
 def _sum_trees(a: Any, b: Any) -> Any:

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import urllib.error
 import urllib.request
 
 import orjson
@@ -176,3 +177,44 @@ type = "file"
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(e.get("event") == "worker_start_failed" for e in events), result.stderr[-2000:]
     assert not any(e.get("event") == "worker_died" for e in events)  # no restart loop
+
+
+def test_the_supervisor_serves_a_merged_tap_and_reloads_every_worker(tmp_path):
+    import threading
+
+    tmp = str(tmp_path)
+    daemon = DaemonProcess(tmp, config(tmp))
+    try:
+        tapped: list[dict] = []
+
+        def tap() -> None:
+            with urllib.request.urlopen(f"http://{daemon.api}/api/tap?limit=40&rate=100000", timeout=30) as resp:
+                tapped.extend(json.loads(line) for line in resp if line.strip())
+
+        reader = threading.Thread(target=tap)
+        reader.start()
+        wait_until(lambda: all(
+            (w["metrics"] or {}).get("logpipe_tap_clients", {}).get("_", 0) >= 1 for w in daemon.stats()["workers"]),
+            10, "a tap client in both workers")
+        sent = send_over_connections(daemon.tcp, 16, 20, tag="tap")
+        reader.join(30)
+        assert not reader.is_alive()
+        assert len(tapped) == 40 and {t["event"]["_msg"] for t in tapped} <= set(sent)
+        assert all(t["sinks"] == ["out"] for t in tapped)
+
+        request = urllib.request.Request(f"http://{daemon.api}/api/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            assert json.load(resp) == {"status": "reloaded", "workers": 2}
+        with open(daemon.path, "a") as f:
+            f.write("\n[sinks.broken]\ntype = \"nope\"\n")
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"http://{daemon.api}/api/reload", method="POST"), timeout=30)
+            raise AssertionError("a broken file was accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == 400
+            body = json.load(e)
+        assert body["status"] == "refused"
+        assert {p.split(":")[0] for p in body["problems"]} == {"worker 0", "worker 1"}
+        assert all("sinks.broken" in p for p in body["problems"])
+    finally:
+        assert daemon.stop() == 0
