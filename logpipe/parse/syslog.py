@@ -73,6 +73,9 @@ _SD_VALUE = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _SD_ELEMENT = re.compile(
     rf'\[([^\s=\]"]+)((?: +[^\s=\]"]+={_SD_VALUE})*) *\]', re.DOTALL)
 _SD_PARAM = re.compile(rf' +([^\s=\]"]+)={_SD_VALUE}', re.DOTALL)
+# _SD_ELEMENT for an element without backslashes: where it matches, _SD_ELEMENT matches the
+# same text with the same groups.
+_SD_PLAIN_ELEMENT = re.compile(r'\[([^\s=\]"]+)((?: +[^\s=\]"]+="[^"\\]*")*) *\]')
 # RFC 5424 6.3.3: only \" \\ \] are escapes; any other backslash is kept as is.
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
 
@@ -499,12 +502,53 @@ class SyslogParser:
         return event
 
 
+# Bounded by clearing, like the stamp caches; a pure function of the shape.
+_SD_KEYS: dict[str, tuple[str, ...] | None] = {}
+
+
+def _sd_keys(shape: str, sd_id: str, names: list[str]) -> tuple[str, ...] | None:
+    keys = tuple(sd_id + "." + name.lstrip(" ")[:-1] for name in names[:-1])
+    if len(set(keys)) != len(keys):
+        keys = None  # type: ignore[assignment]
+    if len(_SD_KEYS) >= 4096:
+        _SD_KEYS.clear()
+    _SD_KEYS[shape] = keys
+    return keys
+
+
 def _structured_data(text: str, pos: int) -> tuple[dict, int]:
     """SD-ELEMENTs from ``pos`` -> ({"SDID.PARAM": value or [values]}, position of MSG).
     Stops at the first malformed element, leaving the rest to MSG so nothing is lost."""
     fields: dict = {}
     n = len(text)
     while pos < n and text[pos] == "[":
+        element = _SD_PLAIN_ELEMENT.match(text, pos)
+        if element is not None:
+            # No backslash, so no escapes: the params are ' +NAME="VALUE"' pieces that
+            # split on '"' into alternating ' NAME=' and VALUE (~0.5 us less than findall).
+            sd_id, params = element.groups()
+            pieces = params.split('"')
+            # The element's shape (SD-ID and names) -> its field keys, or None when a name
+            # repeats; senders repeat a few shapes, so keys are built once per shape.
+            shape = sd_id + "".join(pieces[0::2])
+            keys = _SD_KEYS.get(shape, False)
+            if keys is False:
+                keys = _sd_keys(shape, sd_id, pieces[0::2])
+            if keys is not None and (not fields or fields.keys().isdisjoint(keys)):
+                fields.update(zip(keys, pieces[1::2]))
+                pos = element.end()
+                continue
+            for name, value in zip(pieces[0::2], pieces[1::2]):
+                key = sd_id + "." + name.lstrip(" ")[:-1]
+                previous = fields.get(key)
+                if previous is None:
+                    fields[key] = value
+                elif type(previous) is list:
+                    previous.append(value)
+                else:
+                    fields[key] = [previous, value]
+            pos = element.end()
+            continue
         element = _SD_ELEMENT.match(text, pos)
         if element is None:
             return fields, pos
