@@ -113,8 +113,10 @@ _PRI_FIELDS = {digits: _PRI_NAMES[value] for digits, value in _PRI_VALUES.items(
                if value <= 191}
 _FAST_3164 = re.compile(
     r"(?:<([0-9]{1,3})>)?"
-    r"((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-3][0-9] "
-    r"[0-9][0-9]:[0-9][0-9]:[0-9][0-9]) " + _HOST_TAG.pattern)
+    r"(?:((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-3][0-9] "
+    r"[0-9][0-9]:[0-9][0-9]:[0-9][0-9])"
+    # the ISO stamp rsyslog writes, up to the first space (as _rfc3164 reads it)
+    r"|([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]*)) " + _HOST_TAG.pattern)
 # Groups: PRI, a "...:ss.ffffffZ" stamp and its second, any other stamp, HOSTNAME,
 # APP-NAME, PROCID, MSGID, "[" when structured data follows (else it is "-").
 _FAST_5424 = re.compile(
@@ -177,25 +179,29 @@ class SyslogParser:
         events = []
         append = events.append
         for line in lines:
+            text = None
             try:
                 if type(line) is bytes and len(line) <= unchecked:
                     text = line.decode("utf-8", "replace")
                     m = match_3164(text)
                     if m is not None:
-                        pri, stamp, hostname, app_name, proc_id = m.groups()
+                        pri, stamp, iso_stamp, hostname, app_name, proc_id = m.groups()
                         names = _PRI_FIELDS.get(pri) if pri is not None else ()
-                        time_text = batch_stamps.get(stamp, "")
-                        if time_text == "":
-                            time_text = None
-                            candidates = classic_cache.get(stamp)
-                            if candidates is None:
-                                time_text = times.classic(stamp, context[2], limit)
-                            else:
-                                for epoch, candidate in candidates:
-                                    if epoch <= limit:
-                                        time_text = candidate
-                                        break
-                            batch_stamps[stamp] = time_text
+                        if iso_stamp is not None:
+                            time_text = times.rfc3339(iso_stamp)
+                        else:
+                            time_text = batch_stamps.get(stamp, "")
+                            if time_text == "":
+                                time_text = None
+                                candidates = classic_cache.get(stamp)
+                                if candidates is None:
+                                    time_text = times.classic(stamp, context[2], limit)
+                                else:
+                                    for epoch, candidate in candidates:
+                                        if epoch <= limit:
+                                            time_text = candidate
+                                            break
+                                batch_stamps[stamp] = time_text
                         if names is not None and time_text is not None:
                             msg = text[m.end():]
                             if names and proc_id and hostname != "-" and source_ip is not None:
@@ -270,7 +276,7 @@ class SyslogParser:
                                 continue
             except Exception:  # noqa: BLE001 - _parse_one below stores it, never raising
                 pass
-            append(parse_one(line, context, source_ip))
+            append(parse_one(line, context, source_ip, text))
         return events
 
     # -- internals --------------------------------------------------------------------
@@ -296,9 +302,11 @@ class SyslogParser:
         return context
 
     def _parse_one(self, line: bytes, context: tuple[float, str, int, float],
-                   source_ip: str | None) -> dict:
+                   source_ip: str | None, text: str | None = None) -> dict:
+        """``text``, when given, is ``line`` decoded (parse_lines has done it already)."""
         try:
-            text = line.decode("utf-8", "replace")
+            if text is None:
+                text = line.decode("utf-8", "replace")
             if text[:1] == "\ufeff":
                 text = text[1:]
             event = None
