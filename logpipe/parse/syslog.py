@@ -162,8 +162,8 @@ class SyslogParser:
         parse_one = self._parse_one
         # The common shapes are parsed right here: one anchored regex per line reads the
         # whole header (a call per line and the slices of _parse_one cost ~0.5 us). Any
-        # line they do not fully cover (long, Truncated, BOM, PRI over 191, NILVALUE host,
-        # uncached or invalid stamp, ...) takes _parse_one, which gives the same event.
+        # line they do not fully cover (long, Truncated, BOM, PRI over 191, an invalid stamp,
+        # a header shape they do not know, ...) takes _parse_one, which gives the same event.
         times = self._times
         if context[2] != times.bsd_year:
             times.new_year(context[2])
