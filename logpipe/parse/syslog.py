@@ -222,7 +222,11 @@ class SyslogParser:
                                     event["level"] = names[2]
                                 if source_ip is not None:
                                     event["source_ip"] = source_ip
-                            append(apply_body(event, msg) if parse_body else event)
+                            # A body is JSON ("{" first) or logfmt (has "="): most prose is
+                            # neither and skips the call (same test as in _parse_one).
+                            if parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
+                                event = apply_body(event, msg)
+                            append(event)
                             continue
                     else:
                         m = match_5424(text)
@@ -272,7 +276,9 @@ class SyslogParser:
                                     event.update(sd)
                                 if source_ip is not None:
                                     event["source_ip"] = source_ip
-                                append(apply_body(event, msg) if parse_body else event)
+                                if parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
+                                    event = apply_body(event, msg)
+                                append(event)
                                 continue
             except Exception:  # noqa: BLE001 - _parse_one below stores it, never raising
                 pass
