@@ -220,7 +220,8 @@ class Enricher:
     def enrich(self, events: list[dict], count_misses: bool = True) -> list[dict]:
         """Tag what the table knows; return the events that found nothing (counted as
         misses unless the caller will hold them and count them later)."""
-        plan = self._plan
+        # An empty index (no announcement carries an ip, say) cannot match: skip its lookups.
+        plan = [step for step in self._plan if step[1]]
         now = self.table.timer()
         hits = 0
         missed = []

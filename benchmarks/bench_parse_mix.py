@@ -1,0 +1,71 @@
+"""Parse cost per line kind on the end-to-end benchmark's corpus.
+
+The e2e corpus (bench_e2e.build_corpus: loghub messages dressed as RFC 3164 and RFC 5424,
+some with structured data, plain, JSON and logfmt bodies) grouped by kind; each group
+parsed in batches of 64 (as the TCP source does), best of 5 rounds of process CPU time.
+"weighted" is the corpus mix; "header only" is every line with parse_body off.
+
+    .venv/bin/python benchmarks/bench_parse_mix.py [--lines 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import bench_e2e  # noqa: E402
+
+from logpipe.parse.syslog import SyslogParser  # noqa: E402
+
+
+def kind(line: bytes) -> str:
+    close = line.index(b">")
+    name = "rfc5424" if line[close + 1:close + 2] == b"1" else "rfc3164"
+    if b"[meta@" in line:
+        name += " + SD"
+    if b'{"level"' in line:
+        name += " + JSON body"
+    elif b"level=warn" in line:
+        name += " + logfmt body"
+    return name
+
+
+def cpu_us_per_line(parser: SyslogParser, lines: list[bytes], rounds: int = 5) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for i in range(0, len(lines), 64):
+            parser.parse_lines(lines[i:i + 64], time.time(), "127.0.0.1")
+        best = min(best, time.process_time() - start)
+    return best / len(lines) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lines", type=int, default=100_000)
+    ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
+    args = ap.parse_args()
+    corpus = bench_e2e.build_corpus(args.lines, bench_e2e.loghub_messages(args.corpus), [f"h{i}" for i in range(300)])
+    lines = corpus.split(b"\n")[:-1]
+    groups: dict[str, list[bytes]] = {}
+    for line in lines:
+        groups.setdefault(kind(line), []).append(line)
+    parser = SyslogParser()
+    print("| line kind | share | µs/line |")
+    print("| --- | ---: | ---: |")
+    total = 0.0
+    for name, group in sorted(groups.items()):
+        us = cpu_us_per_line(parser, group)
+        total += us * len(group)
+        print(f"| {name} | {len(group) / len(lines) * 100:.1f} % | {us:.2f} |")
+    print(f"| weighted (the corpus mix) | 100 % | {total / len(lines):.2f} |")
+    print(f"| header only (parse_body off) | 100 % | {cpu_us_per_line(SyslogParser(parse_body=False), lines):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
