@@ -22,6 +22,7 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_parse.py
+	$(BIN)/python benchmarks/bench_parse_mix.py
 	$(BIN)/python benchmarks/bench_buffer.py
 
 # End to end vs syslog-ng (needs syslog-ng-core, syslog-ng-mod-http; LOGPIPE_VICTORIALOGS_BIN

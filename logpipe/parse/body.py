@@ -184,18 +184,29 @@ def apply_body(event: dict, text: str) -> dict:
     if fields is None:
         return event
     merged = BodyEvent(event)
+    # Inline fast paths below (a str msg, an already-normal level word): this function runs
+    # for every JSON/logfmt line and each call avoided is ~0.1 us of its ~1.2.
     if "msg" in fields:
-        merged["_msg"] = _as_msg(fields.pop("msg"))
+        msg = fields.pop("msg")
+        merged["_msg"] = msg if type(msg) is str else _as_msg(msg)
     elif "message" in fields:
-        merged["_msg"] = _as_msg(fields.pop("message"))
+        msg = fields.pop("message")
+        merged["_msg"] = msg if type(msg) is str else _as_msg(msg)
     for key in _LEVEL_KEYS:
         if key in fields:
-            level = normalize_level(fields[key])
+            value = fields[key]
+            level = _LEVEL_WORDS.get(value) if type(value) is str else None
+            if level is None:
+                level = normalize_level(value)
             if level is not None:
                 merged["level"] = level
             break
     if not (fields.keys().isdisjoint(RESERVED) and fields.keys().isdisjoint(event.keys())):
-        for key in [key for key in fields if key in RESERVED or key in event]:
+        clashes = []
+        for key in fields:
+            if key in RESERVED or key in event:
+                clashes.append(key)
+        for key in clashes:
             fields["body." + key] = fields.pop(key)
     merged.update(fields)
     merged.body_keys = frozenset(fields)
