@@ -21,7 +21,8 @@ source takes raw lines (``flags(no-parse)``) and the log path picks the parser p
 its UDP path stalls under flow control, so only the TCP path uses ``flags(flow-control)``.
 
 Run: ``.venv/bin/python benchmarks/bench_e2e.py`` (small default) or ``--lines 1000000``.
-Environment: ``BENCH_HOLD_MS=N`` sets logpipe's ``enrich.hold_ms``; ``BENCH_PYSPY=FILE``
+Environment: ``BENCH_HOLD_MS=N`` sets logpipe's ``enrich.hold_ms``; ``BENCH_SINK_EXTRA`` is
+appended to logpipe's sink table (e.g. ``batch = { max_events = 20000, max_bytes = 8000000 }``); ``BENCH_PYSPY=FILE``
 records a py-spy profile (raw collapsed stacks) of the daemon during each logpipe TCP run.
 Needs LOGPIPE_VICTORIALOGS_BIN (else the VictoriaLogs rows are skipped) and syslog-ng +
 loggen (apt: syslog-ng-core syslog-ng-mod-http; else its rows are skipped).
@@ -393,6 +394,7 @@ url = "{sink_url}"
 compression = "{compression}"
 concurrency = {concurrency}
 buffer = {buffer_conf}
+{os.environ.get("BENCH_SINK_EXTRA", "")}
 """
         self.daemon = DaemonProcess(self.dir, config)
         try:
