@@ -180,6 +180,7 @@ class SyslogParser:
         append = events.append
         for line in lines:
             text = None
+            event = None
             try:
                 if type(line) is bytes and len(line) <= unchecked:
                     text = line.decode("utf-8", "replace")
@@ -222,12 +223,6 @@ class SyslogParser:
                                     event["level"] = names[2]
                                 if source_ip is not None:
                                     event["source_ip"] = source_ip
-                            # A body is JSON ("{" first) or logfmt (has "="): most prose is
-                            # neither and skips the call (same test as in _parse_one).
-                            if parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
-                                event = apply_body(event, msg)
-                            append(event)
-                            continue
                     else:
                         m = match_5424(text)
                         if m is not None:
@@ -253,33 +248,19 @@ class SyslogParser:
                                     msg = text[pos:]
                                 if msg[:1] == "\ufeff":
                                     msg = msg[1:]
-                                if (hostname != "-" and app_name != "-" and proc_id != "-"
-                                        and msg_id == "-"):
-                                    event = {"_time": time_text, "_msg": msg,
-                                             "hostname": hostname, "app_name": app_name,
-                                             "proc_id": proc_id, "facility": names[0],
-                                             "severity": names[1], "level": names[2]}
-                                else:
-                                    event = {"_time": time_text, "_msg": msg}
-                                    if hostname != "-":
-                                        event["hostname"] = hostname
-                                    if app_name != "-":
-                                        event["app_name"] = app_name
-                                    if proc_id != "-":
-                                        event["proc_id"] = proc_id
-                                    if msg_id != "-":
-                                        event["msg_id"] = msg_id
-                                    event["facility"] = names[0]
-                                    event["severity"] = names[1]
-                                    event["level"] = names[2]
+                                event = _rfc5424_event(time_text, msg, hostname, app_name, proc_id, msg_id,
+                                                       names)
                                 if sd:
                                     event.update(sd)
                                 if source_ip is not None:
                                     event["source_ip"] = source_ip
-                                if parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
-                                    event = apply_body(event, msg)
-                                append(event)
-                                continue
+                    if event is not None:
+                        # A body is JSON ("{" first) or logfmt (has "="): most prose is
+                        # neither and skips the call (same test as in _parse_one).
+                        if parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
+                            event = apply_body(event, msg)
+                        append(event)
+                        continue
             except Exception:  # noqa: BLE001 - _parse_one below stores it, never raising
                 pass
             append(parse_one(line, context, source_ip, text))
@@ -390,24 +371,7 @@ class SyslogParser:
         msg = text[pos:]
         if msg[:1] == "\ufeff":
             msg = msg[1:]
-        facility, severity, level = _PRI_NAMES[pri]
-        if hostname != "-" and app_name != "-" and proc_id != "-" and msg_id == "-":
-            # The usual header, built in one presized literal (same keys, same order).
-            event: dict = {"_time": time_text, "_msg": msg, "hostname": hostname, "app_name": app_name,
-                           "proc_id": proc_id, "facility": facility, "severity": severity, "level": level}
-        else:
-            event = {"_time": time_text, "_msg": msg}
-            if hostname != "-":
-                event["hostname"] = hostname
-            if app_name != "-":
-                event["app_name"] = app_name
-            if proc_id != "-":
-                event["proc_id"] = proc_id
-            if msg_id != "-":
-                event["msg_id"] = msg_id
-            event["facility"] = facility
-            event["severity"] = severity
-            event["level"] = level
+        event = _rfc5424_event(time_text, msg, hostname, app_name, proc_id, msg_id, _PRI_NAMES[pri])
         if sd:
             event.update(sd)
         return event
@@ -545,6 +509,37 @@ def _sd_keys(shape: str, sd_id: str, names: list[str]) -> tuple[str, ...] | None
     return keys
 
 
+def _rfc5424_event(time_text: str, msg: str, hostname: str, app_name: str, proc_id: str, msg_id: str,
+                   names: tuple[str, str, str]) -> dict:
+    """The event of an RFC 5424 header, fields in their stored order; "-" is absent."""
+    if hostname != "-" and app_name != "-" and proc_id != "-" and msg_id == "-":
+        # The usual header, built in one presized literal (same keys, same order).
+        return {"_time": time_text, "_msg": msg, "hostname": hostname, "app_name": app_name,
+                "proc_id": proc_id, "facility": names[0], "severity": names[1], "level": names[2]}
+    event = {"_time": time_text, "_msg": msg}
+    if hostname != "-":
+        event["hostname"] = hostname
+    if app_name != "-":
+        event["app_name"] = app_name
+    if proc_id != "-":
+        event["proc_id"] = proc_id
+    if msg_id != "-":
+        event["msg_id"] = msg_id
+    event["facility"], event["severity"], event["level"] = names
+    return event
+
+
+def _add_sd_param(fields: dict, key: str, value: str) -> None:
+    """A repeated SD-PARAM name keeps every value, as a list (RFC 5424 allows repeats)."""
+    previous = fields.get(key)
+    if previous is None:
+        fields[key] = value
+    elif type(previous) is list:
+        previous.append(value)
+    else:
+        fields[key] = [previous, value]
+
+
 def _structured_data(text: str, pos: int) -> tuple[dict, int]:
     """SD-ELEMENTs from ``pos`` -> ({"SDID.PARAM": value or [values]}, position of MSG).
     Stops at the first malformed element, leaving the rest to MSG so nothing is lost."""
@@ -568,14 +563,7 @@ def _structured_data(text: str, pos: int) -> tuple[dict, int]:
                 pos = element.end()
                 continue
             for name, value in zip(pieces[0::2], pieces[1::2]):
-                key = sd_id + "." + name.lstrip(" ")[:-1]
-                previous = fields.get(key)
-                if previous is None:
-                    fields[key] = value
-                elif type(previous) is list:
-                    previous.append(value)
-                else:
-                    fields[key] = [previous, value]
+                _add_sd_param(fields, sd_id + "." + name.lstrip(" ")[:-1], value)
             pos = element.end()
             continue
         element = _SD_ELEMENT.match(text, pos)
@@ -587,14 +575,7 @@ def _structured_data(text: str, pos: int) -> tuple[dict, int]:
             for name, value in _SD_PARAM.findall(params):
                 if "\\" in value:
                     value = _SD_ESCAPE.sub(r"\1", value)
-                key = sd_id + "." + name
-                previous = fields.get(key)
-                if previous is None:
-                    fields[key] = value
-                elif type(previous) is list:
-                    previous.append(value)
-                else:
-                    fields[key] = [previous, value]
+                _add_sd_param(fields, sd_id + "." + name, value)
         pos = element.end()
     if text[pos:pos + 1] == " ":
         pos += 1
