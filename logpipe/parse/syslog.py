@@ -313,22 +313,23 @@ class SyslogParser:
                 event = self._rfc3164(text, start, pri, context)
                 if event is None:
                     return self._raw(line, text, context, source_ip)
-            if source_ip is not None:
-                event["source_ip"] = source_ip
-            if type(line) is Truncated:
-                event["truncated"] = "true"
-            if len(line) > self._unchecked_bytes:
-                return self._finish_long(event, type(line) is Truncated)
-            if self._parse_body:
-                msg = event["_msg"]
-                # Most messages are prose without "=": skip the body call for them. A body is
-                # only ever JSON (first non-space "{") or logfmt (needs "="); same test as
-                # decode_body's first lines.
-                if "=" in msg or msg[:1] == "{" or msg[:1].isspace():
-                    return apply_body(event, msg)
-            return event
+            return self._finish(event, line, source_ip, event["_msg"])
         except Exception:  # noqa: BLE001 - the contract is "never raises": store it raw
             return self._raw(line, None, context, source_ip)
+
+    def _finish(self, event: dict, line: bytes, source_ip: str | None, msg: str) -> dict:
+        """The parts every event gets: its sender, the truncation flag, the size cap, the body."""
+        if source_ip is not None:
+            event["source_ip"] = source_ip
+        if type(line) is Truncated:
+            event["truncated"] = "true"
+        if len(line) > self._unchecked_bytes:
+            return self._finish_long(event, type(line) is Truncated)
+        # A body is JSON (first non-space "{") or logfmt (needs "="): most messages are prose
+        # and skip the call (decode_body's own first test, so the result is the same).
+        if self._parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
+            return apply_body(event, msg)
+        return event
 
     def _raw(self, line: bytes, text: str | None, context: tuple[float, str, int, float],
              source_ip: str | None) -> dict:
@@ -336,16 +337,7 @@ class SyslogParser:
         try:
             if text is None:
                 text = line.decode("utf-8", "replace")
-            event: dict = {"_time": context[1], "_msg": text, "parse_error": "true"}
-            if source_ip is not None:
-                event["source_ip"] = source_ip
-            if type(line) is Truncated:
-                event["truncated"] = "true"
-            if len(line) > self._unchecked_bytes:
-                return self._finish_long(event, type(line) is Truncated)
-            if self._parse_body:
-                return apply_body(event, text)
-            return event
+            return self._finish({"_time": context[1], "_msg": text, "parse_error": "true"}, line, source_ip, text)
         except Exception:  # noqa: BLE001 - last resort, still nothing lost that fits
             return {"_time": context[1], "_msg": repr(line)[: self._unchecked_bytes],
                     "parse_error": "true"}
