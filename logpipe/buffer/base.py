@@ -20,6 +20,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Callable
 
@@ -59,6 +60,8 @@ class Batch:
 class Buffer:
     """Base class with the pressure bookkeeping; subclasses implement storage."""
 
+    _wakeup: asyncio.Event  # set by push/close; each subclass creates it
+
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._low = int(max_bytes * LOW_WATERMARK)
@@ -92,6 +95,14 @@ class Buffer:
             self._pressure = False
             if self.on_pressure:
                 self.on_pressure(False)
+
+    async def _sleep_until_woken(self, timeout: float | None) -> None:
+        """``next_batch``'s wait: until a push or close sets ``_wakeup``, or ``timeout``."""
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        except TimeoutError:
+            pass
 
     def set_lead(self, lead_bytes: int) -> None:
         """How far reading may run ahead of a healthy sink (memory buffer only; see there)."""

@@ -659,11 +659,7 @@ class DiskBuffer(Buffer):
                 return None
             else:
                 wait = None
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), wait)
-            except TimeoutError:
-                pass
+            await self._sleep_until_woken(wait)
 
     async def _take(self, max_events: int, max_bytes: int) -> Batch | None:
         records: list[bytes] = []

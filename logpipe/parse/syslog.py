@@ -398,10 +398,7 @@ class SyslogParser:
                 if proc_id:
                     event["proc_id"] = proc_id
                 if pri >= 0:
-                    facility, severity, level = _PRI_NAMES[pri]
-                    event["facility"] = facility
-                    event["severity"] = severity
-                    event["level"] = level
+                    event["facility"], event["severity"], event["level"] = _PRI_NAMES[pri]
                 return event
         m = _RFC3164.match(text, start)
         hostname = None
@@ -452,10 +449,7 @@ class SyslogParser:
                     event["proc_id"] = tag.group(2)
                 event["_msg"] = content[tag.end():]
         if pri >= 0:
-            facility, severity, level = _PRI_NAMES[pri]
-            event["facility"] = facility
-            event["severity"] = severity
-            event["level"] = level
+            event["facility"], event["severity"], event["level"] = _PRI_NAMES[pri]
         return event
 
     def _finish_long(self, event: dict, framer_truncated: bool) -> dict:
