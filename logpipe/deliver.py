@@ -163,7 +163,7 @@ class Deliverer:
                 pending.pop()
                 self._errors_final.inc()
                 failed = len(e.rejected) + len(e.retryable_records)
-                self._sent_events.inc(len(current.records) - failed)
+                self._sent_events.inc(len(current) - failed)
                 for record, error in e.rejected:
                     self.dead_letters.write([record], SendError(error, retryable=False, response=e.response))
                 if e.rejected:
@@ -188,12 +188,12 @@ class Deliverer:
                     continue
                 self._errors_final.inc()
                 pending.pop()
-                if len(current.records) > 1:
+                if len(current) > 1:
                     left, right = current.split()
                     pending += [right, left]
                 else:
                     self.dead_letters.write(current.records, e)
-                    self._dead.inc(len(current.records))
+                    self._dead.inc(len(current))
                     self.log.error("dead_letter_written", stage="sending", error=str(e), directory=self.dead_letters.directory)
                 continue
             except Exception as e:  # a bug in a sink must not kill delivery: retry, loudly
@@ -205,9 +205,9 @@ class Deliverer:
                 continue
             pending.pop()
             delay = self.retry_initial_s
-            self._sent_events.inc(len(current.records))
+            self._sent_events.inc(len(current))
             self._sent_bytes.inc(current.nbytes)
-            self._batch_events.observe(len(current.records))
+            self._batch_events.observe(len(current))
             if self.failing_since is not None:
                 self.log.info("sink_recovered", failed_for_s=round(time.monotonic() - self.failing_since, 1))
                 self.failing_since = None

@@ -2,7 +2,8 @@
 buffer. Called once per chunk (a TCP read, a burst of datagrams), never per line, and never
 awaits: sources call it straight from their protocol callbacks.
 
-Each event is encoded once (JSON, msgspec) and the same records go to every sink's buffer.
+Each chunk of events is encoded once (msgspec's NDJSON ``encode_lines``, ~0.2 us per event
+less than one call per event) and the same blob goes to every sink's buffer.
 With a ``route`` transform, each event has a target list (parallel to the events, never a
 field of the event) and each lane gets only the records routed to it, still encoded once.
 Not orjson here: its result keeps the ~8 KiB working allocation behind it once the record
@@ -114,12 +115,20 @@ class SinkLane:
             buffer.on_pressure = lambda full: flow.set_full(name, full, routine=not buffer.is_full)
 
     def offer(self, records: list[bytes], nbytes: int, holdable: bool) -> None:
-        buffer = self.buffer
-        if buffer.is_full and not (self.block and holdable):
-            self._dropped_full.inc(len(records))
-            self._sink_dropped_full.inc(len(records))
-            return
-        buffer.push(records, nbytes)
+        if self._accepts(len(records), holdable):
+            self.buffer.push(records, nbytes)
+
+    def offer_lines(self, lines: bytes, count: int, holdable: bool) -> None:
+        """``offer`` for records encoded as one NDJSON blob."""
+        if self._accepts(count, holdable):
+            self.buffer.push_lines(lines, count)
+
+    def _accepts(self, count: int, holdable: bool) -> bool:
+        if self.buffer.is_full and not (self.block and holdable):
+            self._dropped_full.inc(count)
+            self._sink_dropped_full.inc(count)
+            return False
+        return True
 
 
 class Pipeline:
@@ -130,7 +139,9 @@ class Pipeline:
         # Set while someone is tapping (api.TapHub): called with the events after the
         # transforms and the names of the sinks they go to.
         self.tap: Callable[[list[dict], list[str]], None] | None = None
-        self._dumps = msgspec.json.Encoder().encode
+        encoder = msgspec.json.Encoder()
+        self._dumps = encoder.encode
+        self._encode_lines = encoder.encode_lines
         self.hold = None  # a hold.Hold when enrich.hold_ms > 0 (set by the daemon)
 
     def ingest(self, events: list[dict], holdable: bool) -> None:
@@ -171,11 +182,9 @@ class Pipeline:
                 return
         if self.tap is not None:
             self.tap(events, [lane.name for lane in self.lanes])
-        dumps = self._dumps
-        records = [dumps(e) for e in events]
-        nbytes = sum(map(len, records)) + len(records)
+        lines = self._encode_lines(events)
         for lane in self.lanes:
-            lane.offer(records, nbytes, holdable)
+            lane.offer_lines(lines, len(events), holdable)
 
     def _ingest_routed(self, events: list[dict], holdable: bool) -> None:
         events, targets = self.transforms.apply_routed(events)

@@ -297,9 +297,13 @@ class _AckedBuffer(MemoryBuffer):
         self.pushed += len(records)
         super().push(records, nbytes)
 
+    def push_lines(self, lines: bytes, count: int) -> None:
+        self.pushed += count
+        super().push_lines(lines, count)
+
     def ack(self, batch: Batch) -> None:
         super().ack(batch)
-        self.acked += len(batch.records)
+        self.acked += len(batch)
         self._on_ack()
 
 

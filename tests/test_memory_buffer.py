@@ -135,3 +135,49 @@ def test_lead_is_lifted_while_the_sink_fails_so_the_buffer_absorbs_the_outage():
         assert buffer.events == 500  # nothing dropped or lost on the way
 
     run_async(scenario)
+
+
+def ndjson(recs):
+    return b"".join(r + b"\n" for r in recs)
+
+
+def test_ndjson_chunks_stay_whole_and_split_only_where_a_batch_limit_cuts_them():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10**9)
+        buffer.push_lines(ndjson(records(4, "a")), 4)
+        buffer.push_lines(ndjson(records(4, "b")), 4)
+        push(buffer, records(2, "c"))  # a record list after the blobs
+        buffer.push_lines(ndjson(records(4, "d")), 4)
+        whole = await buffer.next_batch(8, 10**9, 0)  # both blobs fit: kept whole
+        mixed = await buffer.next_batch(4, 10**9, 0)  # the list, then half of a blob
+        rest = await buffer.next_batch(100, 10**9, 0)
+        return buffer, whole, mixed, rest
+
+    buffer, whole, mixed, rest = run_async(scenario)
+    assert whole._records is None  # nothing was split to build it
+    assert whole.ndjson() == ndjson(records(4, "a") + records(4, "b"))
+    assert len(whole) == 8 and whole.records == records(4, "a") + records(4, "b")
+    assert mixed.records == records(2, "c") + records(4, "d")[:2]
+    assert mixed.ndjson() == ndjson(mixed.records)
+    assert rest.records == records(4, "d")[2:] and len(rest) == 2
+    assert buffer.events == 14 and buffer.bytes == sum(b.nbytes for b in (whole, mixed, rest))
+    assert [b.nbytes for b in (whole, mixed, rest)] == [len(b.ndjson()) for b in (whole, mixed, rest)]
+    for batch in (whole, mixed, rest):
+        buffer.ack(batch)
+    assert buffer.events == 0 and buffer.bytes == 0
+
+
+def test_ndjson_chunk_over_max_bytes_is_cut_at_record_boundaries():
+    async def scenario():
+        buffer = MemoryBuffer("t", 10**9)
+        buffer.push_lines(ndjson([b"x" * 100, b"y" * 5, b"z" * 5]), 3)
+        buffer.push_lines(ndjson([b"w" * 60]), 1)
+        push(buffer, [b"v" * 70])
+        batches = [await buffer.next_batch(100, 50, 0) for _ in range(4)]
+        return buffer, batches
+
+    buffer, (a, b, c, d) = run_async(scenario)
+    assert a.records == [b"x" * 100] and a.nbytes == 101
+    assert b.records == [b"y" * 5, b"z" * 5] and b.ndjson() == b"yyyyy\nzzzzz\n"
+    assert c.records == [b"w" * 60] and d.records == [b"v" * 70]  # one oversized record each
+    assert buffer.events == 5 and buffer.bytes == 101 + 12 + 61 + 71

@@ -7,6 +7,10 @@ has confirmed. Until acknowledged, a batch's records still count in the buffer's
 Contract:
 - ``push(records, nbytes)`` is synchronous and never blocks or drops: the caller (the
   pipeline's sink lane) applies ``when_full`` *before* pushing, using ``is_full``.
+- ``push_lines(lines, count)`` is ``push`` for ``count`` records given as one NDJSON
+  blob (each record followed by ``\n``), the form the pipeline encodes a chunk in. A
+  buffer that keeps the blob whole (memory) hands it on whole: the sinks that send NDJSON
+  (``Batch.ndjson()``) then never split and re-join the records. By default it is split.
 - ``next_batch(max_events, max_bytes, max_age_s)`` waits until there are ``max_events``
   records or ``max_bytes`` bytes, or the oldest waiting record is ``max_age_s`` old, then
   returns up to those limits (a single record larger than ``max_bytes`` forms a batch of
@@ -24,7 +28,7 @@ import asyncio
 import time
 from typing import Callable
 
-__all__ = ["Batch", "Buffer", "LOW_WATERMARK"]
+__all__ = ["Batch", "Buffer", "LOW_WATERMARK", "split_ndjson"]
 
 # Resume reading when the buffer has drained to this fraction of max_bytes.
 LOW_WATERMARK = 0.8
@@ -33,24 +37,45 @@ LOW_WATERMARK = 0.8
 class Batch:
     """Records handed to a sink together. ``id`` is stable for the records it covers (the
     disk buffer derives it from their position, so it survives restarts), which lets a sink
-    make retries idempotent. ``created`` is the monotonic time its oldest record arrived."""
+    make retries idempotent. ``created`` is the monotonic time its oldest record arrived.
 
-    __slots__ = ("id", "records", "nbytes", "created", "token")
+    A batch holds either the records or NDJSON blobs of them (``lines``, see
+    ``Buffer.push_lines``); each form is derived from the other on first use, so a sink
+    asks for the one it sends: ``records`` (a list) or ``ndjson()`` (one bytes)."""
 
-    def __init__(self, batch_id: str, records: list[bytes], nbytes: int, created: float, token: object = None) -> None:
+    __slots__ = ("id", "_records", "_lines", "count", "nbytes", "created", "token")
+
+    def __init__(self, batch_id: str, records: list[bytes] | None, nbytes: int, created: float, token: object = None,
+                 lines: list[bytes] | None = None, count: int | None = None) -> None:
         self.id = batch_id
-        self.records = records
+        self._records = records
+        self._lines = lines
+        self.count = len(records) if records is not None else count  # type: ignore[assignment]
         self.nbytes = nbytes
         self.created = created
         self.token = token  # the buffer's own bookkeeping for ack()
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.count
+
+    @property
+    def records(self) -> list[bytes]:
+        if self._records is None:
+            self._records = split_ndjson(b"".join(self._lines))  # type: ignore[arg-type]
+        return self._records
+
+    def ndjson(self) -> bytes:
+        """The records as one body, each followed by a newline."""
+        lines = self._lines
+        if lines is not None:
+            return lines[0] if len(lines) == 1 else b"".join(lines)
+        return b"\n".join([*self._records, b""])  # type: ignore[list-item]
 
     def split(self) -> tuple["Batch", "Batch"]:
         """Two halves, for isolating a record the sink rejects; ids stay derivable."""
-        mid = len(self.records) // 2
-        left, right = self.records[:mid], self.records[mid:]
+        records = self.records
+        mid = len(records) // 2
+        left, right = records[:mid], records[mid:]
         return (
             Batch(self.id + ".0", left, sum(map(len, left)) + len(left), self.created),
             Batch(self.id + ".1", right, sum(map(len, right)) + len(right), self.created),
@@ -113,6 +138,9 @@ class Buffer:
     def push(self, records: list[bytes], nbytes: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def push_lines(self, lines: bytes, count: int) -> None:
+        self.push(split_ndjson(lines), len(lines))
+
     async def next_batch(self, max_events: int, max_bytes: int, max_age_s: float) -> Batch | None:  # pragma: no cover
         raise NotImplementedError
 
@@ -129,3 +157,10 @@ class Buffer:
 
 def now() -> float:
     return time.monotonic()
+
+
+def split_ndjson(lines: bytes) -> list[bytes]:
+    """NDJSON (each record followed by a newline; JSON escapes newlines inside) -> records."""
+    records = lines.split(b"\n")
+    records.pop()  # after the last newline
+    return records

@@ -30,8 +30,9 @@ class MemoryBuffer(Buffer):
     def __init__(self, name: str, max_bytes: int) -> None:
         super().__init__(max_bytes)
         self.name = name
-        # Each chunk: [records, nbytes, arrival time]; the head chunk is sliced in place
-        # when a batch takes only part of it.
+        # Each chunk: [records, nbytes, arrival time, count], where records is a list or
+        # an NDJSON blob (push_lines); the head chunk is sliced in place when a batch takes
+        # only part of it (a blob is split into its records first).
         self._chunks: collections.deque[list] = collections.deque()
         self._waiting_events = 0
         self._waiting_bytes = 0
@@ -84,12 +85,18 @@ class MemoryBuffer(Buffer):
                 self.on_pressure(False)
 
     def push(self, records: list[bytes], nbytes: int) -> None:
-        if not records:
-            return
+        if records:
+            self._append([records, nbytes, time.monotonic(), len(records)])
+
+    def push_lines(self, lines: bytes, count: int) -> None:
+        if count:
+            self._append([lines, len(lines), time.monotonic(), count])
+
+    def _append(self, chunk: list) -> None:
         was_empty = not self._chunks
-        self._chunks.append([records, nbytes, time.monotonic()])
-        self._waiting_events += len(records)
-        self._waiting_bytes += nbytes
+        self._chunks.append(chunk)
+        self._waiting_events += chunk[3]
+        self._waiting_bytes += chunk[1]
         # Wake the delivery loop only on the edges it cares about, not on every chunk.
         if was_empty or self._waiting_events >= self._want_events or self._waiting_bytes >= self._want_bytes:
             self._wakeup.set()
@@ -111,51 +118,84 @@ class MemoryBuffer(Buffer):
             await self._sleep_until_woken(wait)
 
     def _take(self, max_events: int, max_bytes: int) -> Batch:
-        records: list[bytes] = []
+        parts: list = []  # record lists and NDJSON blobs, in order
+        count = 0
         nbytes = 0
         chunks = self._chunks
         created = chunks[0][2]
-        while chunks and len(records) < max_events:
+        while chunks and count < max_events:
             chunk = chunks[0]
-            chunk_records, chunk_bytes = chunk[0], chunk[1]
-            room = max_events - len(records)
-            if len(chunk_records) <= room and nbytes + chunk_bytes <= max_bytes:
-                records += chunk_records
+            payload, chunk_bytes, _, chunk_count = chunk
+            room = min(max_events - count, chunk_count)
+            if chunk_count <= room and nbytes + chunk_bytes <= max_bytes:
+                parts.append(payload)
+                count += chunk_count
                 nbytes += chunk_bytes
                 chunks.popleft()
                 continue
             # Take part of the head chunk: as many records as fit both limits (a first
             # record larger than max_bytes still goes, alone, or it would never leave).
-            taken = 0
-            size = 0
-            for record in chunk_records[:room]:
-                if records or taken:
-                    if nbytes + size + len(record) + 1 > max_bytes:
-                        break
-                size += len(record) + 1
-                taken += 1
+            fit = _fit_records if type(payload) is list else _fit_lines
+            taken, size = fit(payload, room, max_bytes - nbytes, count == 0)
             if taken == 0:
                 break
-            records += chunk_records[:taken]
+            if type(payload) is list:
+                parts.append(payload[:taken])
+                chunk[0] = payload[taken:]
+            else:
+                parts.append(payload[:size])
+                chunk[0] = payload[size:]
+            count += taken
             nbytes += size
-            chunk[0] = chunk_records[taken:]
             chunk[1] = chunk_bytes - size
+            chunk[3] = chunk_count - taken
             break
-        self._waiting_events -= len(records)
+        self._waiting_events -= count
         self._waiting_bytes -= nbytes
-        self._inflight_events += len(records)
+        self._inflight_events += count
         self._inflight_bytes += nbytes
         seq = next(self._seq)
         self._inflight_oldest[seq] = created
-        return Batch(f"{self.name}-{seq}", records, nbytes, created, token=seq)
+        name = f"{self.name}-{seq}"
+        if all(type(part) is list for part in parts):
+            return Batch(name, [record for part in parts for record in part], nbytes, created, token=seq)
+        # NDJSON when any part is: the blobs go on whole, the rare record list is joined.
+        lines = [part if type(part) is bytes else b"\n".join([*part, b""]) for part in parts]
+        return Batch(name, None, nbytes, created, token=seq, lines=lines, count=count)
 
     def ack(self, batch: Batch) -> None:
         if self._inflight_oldest.pop(batch.token, None) is None:  # type: ignore[arg-type]
             return
-        self._inflight_events -= len(batch.records)
+        self._inflight_events -= len(batch)
         self._inflight_bytes -= batch.nbytes
         self._check_pressure()
 
     def close(self) -> None:
         self._closed = True
         self._wakeup.set()
+
+
+def _fit_records(records: list[bytes], room: int, budget: int, first: bool) -> tuple[int, int]:
+    """How many of ``records`` (at most ``room``) fit in ``budget`` bytes, and their size;
+    the ``first`` record of a batch always fits."""
+    taken = 0
+    size = 0
+    for record in records[:room]:
+        if (taken or not first) and size + len(record) + 1 > budget:
+            break
+        size += len(record) + 1
+        taken += 1
+    return taken, size
+
+
+def _fit_lines(lines: bytes, room: int, budget: int, first: bool) -> tuple[int, int]:
+    """``_fit_records`` for an NDJSON blob: the size is where to cut it."""
+    taken = 0
+    size = 0
+    while taken < room:
+        end = lines.find(b"\n", size) + 1
+        if (taken or not first) and end > budget:
+            break
+        size = end
+        taken += 1
+    return taken, size

@@ -59,7 +59,7 @@ class File(Sink):
         self._size += len(body)
 
     async def send(self, batch: Batch) -> None:
-        body = b"\n".join(batch.records) + b"\n"
+        body = batch.ndjson()
         try:
             await asyncio.to_thread(self._write, body)
         except OSError as e:

@@ -46,7 +46,7 @@ class VictoriaLogs(Sink):
         self._http = HttpPoster(f"victorialogs {name}", config.request_timeout_s, 1 if config.compression == "gzip" else None)
 
     async def send(self, batch: Batch) -> None:
-        body = b"\n".join([*batch.records, b""])  # one copy of the batch, trailing newline included
+        body = batch.ndjson()
         await self._http.post(self.url, self._http.compress(body), self.headers)
 
     async def close(self) -> None:
