@@ -92,6 +92,27 @@ def test_batches_come_out_in_push_order_with_real_sizes(env):
     run(main())
 
 
+def test_ndjson_chunks_are_stored_whole_and_read_back_as_records_after_a_restart(env):
+    async def main():
+        buffer = env.open()
+        blob = b"".join(e + b"\n" for e in chunk(0, 6)[0])
+        buffer.push_lines(blob, 6)
+        buffer.push(*chunk(6, 3))  # a record list after it
+        buffer.push_lines(b"".join(e + b"\n" for e in chunk(9, 2)[0]), 2)
+        assert buffer.events == 11 and buffer.bytes == len(blob) + chunk(6, 3)[1] + chunk(9, 2)[1]
+        batch = await buffer.next_batch(4, 10_000_000, 0.0)  # cuts the first chunk
+        assert numbers(batch.records) == [0, 1, 2, 3] and batch.nbytes == sum(map(len, batch.records)) + 4
+        buffer.ack(batch)
+        await buffer.aclose()
+        again = env.open()  # what was not acknowledged comes back, in order, nothing more
+        assert again.events == 7
+        assert numbers(await drain(again)) == list(range(4, 11))
+        assert again.events == 0 and again.bytes == 0
+        await again.aclose()
+
+    run(main())
+
+
 @pytest.mark.parametrize("fsync", ["always", "interval", "never"])
 def test_every_fsync_mode_round_trips_across_a_restart(env, fsync):
     env = Env(env.directory, fsync=fsync, fsync_interval_ms=10)

@@ -83,7 +83,7 @@ import structlog
 from ..config import Buffer as BufferConfig
 from ..metrics import Metrics
 from . import record
-from .base import Batch, Buffer
+from .base import Batch, Buffer, split_ndjson
 
 __all__ = ["DiskBuffer"]
 
@@ -524,8 +524,19 @@ class DiskBuffer(Buffer):
         wall = time.time()
         self._events += len(records)
         self._bytes += nbytes
-        if self._spill or not self._write(records, nbytes, wall):
+        if self._spill or not self._write(record.encode(records, wall), len(records), nbytes, wall):
             self._hold_or_drop(records, nbytes, wall)
+        self._check_pressure()
+
+    def push_lines(self, lines: bytes, count: int) -> None:
+        if not count:
+            return
+        wall = time.time()
+        nbytes = len(lines)
+        self._events += count
+        self._bytes += nbytes
+        if self._spill or not self._write(record.encode_lines(lines, count, wall), count, nbytes, wall):
+            self._hold_or_drop(split_ndjson(lines), nbytes, wall)
         self._check_pressure()
 
     def _hold_or_drop(self, records: list[bytes], nbytes: int, wall: float) -> None:
@@ -540,9 +551,8 @@ class DiskBuffer(Buffer):
         self._bytes -= nbytes
         self._dropped_disk.inc(len(records))
 
-    def _write(self, records: list[bytes], nbytes: int, wall: float) -> bool:
-        """Append one record; True once it is in the kernel's hands."""
-        data = record.encode(records, wall)
+    def _write(self, data: bytes, count: int, nbytes: int, wall: float) -> bool:
+        """Append one encoded record of ``count`` events; True once it is in the kernel's hands."""
         seg = self._segments[-1] if self._wfd is not None else None
         try:
             if seg is None or seg.end >= self.segment_bytes:
@@ -561,10 +571,10 @@ class DiskBuffer(Buffer):
             self._write_failed(e)
             return False
         seg.end += len(data)
-        seg.undecoded_events += len(records)
+        seg.undecoded_events += count
         seg.undecoded_bytes += nbytes
         was_empty = not self._unread_events
-        self._unread_events += len(records)
+        self._unread_events += count
         self._unread_bytes += nbytes
         if self._unread_oldest is None:
             self._unread_oldest = wall
@@ -612,7 +622,7 @@ class DiskBuffer(Buffer):
     def _drain_spill(self) -> None:
         while self._spill:
             records, nbytes, wall = self._spill[0]
-            if not self._write(records, nbytes, wall):
+            if not self._write(record.encode(records, wall), len(records), nbytes, wall):
                 self._schedule_retry()
                 return
             self._spill.popleft()
