@@ -116,20 +116,21 @@ _FAST_3164 = re.compile(
     r"(?:((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-3][0-9] "
     r"[0-9][0-9]:[0-9][0-9]:[0-9][0-9])"
     # the ISO stamp rsyslog writes, up to the first space (as _rfc3164 reads it)
-    r"|([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]*)) " + _HOST_TAG.pattern)
+    r"|([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]*)) " + _HOST_TAG.pattern + "(.*)", re.DOTALL)
 # _FAST_3164 with the PRI required, the common case: the optional group costs ~50 ns, and
 # where this matches, _FAST_3164 matches the same way (it tries the PRI first).
 _FAST_3164_PRI = re.compile(_FAST_3164.pattern.replace(
-    r"(?:<([0-9]{1,3})>)?", r"<([0-9]{1,3})>", 1))
+    r"(?:<([0-9]{1,3})>)?", r"<([0-9]{1,3})>", 1), re.DOTALL)
 # Groups: PRI, a "...:ss.ffffffZ" stamp and its second, any other stamp, HOSTNAME,
 # APP-NAME, PROCID, MSGID, then the structured data: one SD-ELEMENT without '\\' followed
 # by " MSG" or the end (its text between the brackets, checked by _sd_plain_keys), or "["
-# for any other (neither group for "-").
+# for any other (neither group for "-"); last, MSG without its BOM.
 _FAST_5424 = re.compile(
     r"<([0-9]{1,3})>[1-9][0-9]? "
     r"(?:(([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9])\.[0-9]{6}Z)"
     r"|(\S+)) (\S+) (\S+) (\S+) (\S+) "
-    r'(?:-(?: |\Z)|\[([^\s=\]"]+ [^\]\\]*)\](?: |\Z)|(\[))')
+    r'(?:-(?: |\Z)|\[([^\s=\]"]+ [^\]\\]*)\](?: |\Z)|(?=(\[)))'
+    "\ufeff?(.*)", re.DOTALL)
 
 # Fields that the size cap never removes (it cuts _msg first, then drops the largest
 # other fields, which only a pathological line needs).
@@ -179,6 +180,7 @@ class SyslogParser:
         limit = context[3]
         unchecked = self._unchecked_bytes
         parse_body = self._parse_body
+        pri_fields = _PRI_FIELDS.get
         match_3164 = _FAST_3164.match
         match_3164_pri = _FAST_3164_PRI.match
         match_5424 = _FAST_5424.match
@@ -198,16 +200,15 @@ class SyslogParser:
                     # apart for 2-3 digit PRIs: "<PRI>V " puts a digit or a space there,
                     # "<PRI>Mmm" a letter (a byte is cheaper to test than a character).
                     # Anything else (no PRI, an ISO stamp, ...) takes _FAST_3164.
-                    m = m5 = None
                     if line[5] < 65:  # below "A"
                         m5 = match_5424(text)
+                        m = match_3164(text) if m5 is None else None
                     else:
-                        m = match_3164_pri(text)
-                    if m is None and m5 is None:
-                        m = match_3164(text)
+                        m5 = None
+                        m = match_3164_pri(text) or match_3164(text)
                     if m is not None:
-                        pri, stamp, iso_stamp, hostname, app_name, proc_id = m.groups()
-                        names = _PRI_FIELDS.get(pri) if pri is not None else ()
+                        pri, stamp, iso_stamp, hostname, app_name, proc_id, msg = m.groups()
+                        names = pri_fields(pri) if pri is not None else ()
                         if iso_stamp is not None:
                             time_text = times.rfc3339(iso_stamp)
                         else:
@@ -224,7 +225,6 @@ class SyslogParser:
                                             break
                                 batch_stamps[stamp] = time_text
                         if names is not None and time_text is not None:
-                            msg = text[m.end():]
                             if names and proc_id and hostname != "-" and source_ip is not None:
                                 event = {"_time": time_text, "_msg": msg, "hostname": hostname,
                                          "app_name": app_name, "proc_id": proc_id,
@@ -246,8 +246,8 @@ class SyslogParser:
                     elif m5 is not None:
                         m = m5
                         (pri, utc_stamp, utc_second, stamp, hostname, app_name, proc_id,
-                         msg_id, sd_text, sd_open) = m.groups()
-                        names = _PRI_FIELDS.get(pri)
+                         msg_id, sd_text, sd_open, msg) = m.groups()
+                        names = pri_fields(pri)
                         if utc_stamp is not None:
                             # The common "...:ss.ffffffZ" is its own _time when valid.
                             valid = utc_seconds.get(utc_second)
@@ -259,14 +259,8 @@ class SyslogParser:
                         else:
                             time_text = times.rfc3339(stamp)
                         if names is not None and time_text is not None:
-                            sd = None
-                            sd_keys = None
-                            if sd_open is not None:
-                                sd, pos = _structured_data(text, m.end() - 1)
-                                msg = text[pos:]
-                            elif sd_text is None:
-                                msg = text[m.end():]
-                            else:
+                            sd = sd_keys = None
+                            if sd_text is not None:
                                 # One SD-ELEMENT: its text split on '"' alternates the
                                 # SD-ID and names (the element's shape) with the values;
                                 # an even count of pieces is an unclosed quote.
@@ -276,13 +270,13 @@ class SyslogParser:
                                     sd_keys = _SD_PLAIN_KEYS.get(shape, False)
                                     if sd_keys is False:
                                         sd_keys = _sd_plain_keys(shape)
-                                if sd_keys is None:
-                                    sd, pos = _structured_data(text, m.start(9) - 1)
-                                    msg = text[pos:]
-                                else:
-                                    msg = text[m.end():]
-                            if msg[:1] == "\ufeff":
-                                msg = msg[1:]
+                            if sd_keys is None and (sd_open or sd_text):
+                                # Any other structured data: the general reader, from "[".
+                                sd, pos = _structured_data(
+                                    text, m.start(10) if sd_open else m.start(9) - 1)
+                                msg = text[pos:]
+                                if msg[:1] == "\ufeff":
+                                    msg = msg[1:]
                             if (hostname != "-" and app_name != "-" and proc_id != "-"
                                     and msg_id == "-"):
                                 # The usual header (as _rfc5424_event builds it, inline).
