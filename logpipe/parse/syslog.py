@@ -117,8 +117,9 @@ _FAST_3164 = re.compile(
     r"[0-9][0-9]:[0-9][0-9]:[0-9][0-9])"
     # the ISO stamp rsyslog writes, up to the first space (as _rfc3164 reads it)
     r"|([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]*)) " + _HOST_TAG.pattern + "(.*)", re.DOTALL)
-# _FAST_3164 with the PRI required, the common case: the optional group costs ~50 ns, and
-# where this matches, _FAST_3164 matches the same way (it tries the PRI first).
+# _FAST_3164 with the PRI required, for lines starting with "<" (the optional group costs
+# ~50 ns): on those both match the same way (_FAST_3164 tries the PRI first, and without
+# it needs a month or a digit at "<").
 _FAST_3164_PRI = re.compile(_FAST_3164.pattern.replace(
     r"(?:<([0-9]{1,3})>)?", r"<([0-9]{1,3})>", 1), re.DOTALL)
 # Groups: PRI, a "...:ss.ffffffZ" stamp and its second, any other stamp, HOSTNAME,
@@ -196,16 +197,20 @@ class SyslogParser:
                 if type(line) is bytes and 5 < len(line) <= unchecked:
                     text = line.decode("utf-8", "replace")
                     # The shapes exclude each other, so which regex is tried first only
-                    # decides what a failed match costs (~0.2 us). Byte 5 tells them
-                    # apart for 2-3 digit PRIs: "<PRI>V " puts a digit or a space there,
-                    # "<PRI>Mmm" a letter (a byte is cheaper to test than a character).
-                    # Anything else (no PRI, an ISO stamp, ...) takes _FAST_3164.
-                    if line[5] < 65:  # below "A"
-                        m5 = match_5424(text)
-                        m = match_3164(text) if m5 is None else None
-                    else:
+                    # decides what a failed match costs (~0.1-0.2 us); a line is tried
+                    # against each that can match it. Without "<" only RFC 3164 can.
+                    # Byte 5 guesses for 2-3 digit PRIs: "<PRI>V " puts a digit or a
+                    # space there, "<PRI>Mmm" a letter (bytes are cheaper to test than
+                    # characters).
+                    if line[0] != 60:  # "<"
                         m5 = None
-                        m = match_3164_pri(text) or match_3164(text)
+                        m = match_3164(text)
+                    elif line[5] < 65:  # below "A"
+                        m5 = match_5424(text)
+                        m = match_3164_pri(text) if m5 is None else None
+                    else:
+                        m = match_3164_pri(text)
+                        m5 = match_5424(text) if m is None else None
                     if m is not None:
                         pri, stamp, iso_stamp, hostname, app_name, proc_id, msg = m.groups()
                         names = pri_fields(pri) if pri is not None else ()
