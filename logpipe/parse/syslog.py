@@ -123,9 +123,9 @@ _FAST_3164 = re.compile(
 _FAST_3164_PRI = re.compile(_FAST_3164.pattern.replace(
     r"(?:<([0-9]{1,3})>)?", r"<([0-9]{1,3})>", 1), re.DOTALL)
 # Groups: PRI, a "...:ss.ffffffZ" stamp and its second, any other stamp, HOSTNAME,
-# APP-NAME, PROCID, MSGID, then the structured data: one SD-ELEMENT without '\\' followed
-# by " MSG" or the end (its text between the brackets, checked by _sd_plain_keys), or "["
-# for any other (neither group for "-"); last, MSG without its BOM.
+# APP-NAME, PROCID, MSGID, then the structured data: one SD-ELEMENT without a backslash
+# followed by " MSG" or the end (its text between the brackets, checked by _sd_plain_keys),
+# or "[" for any other (neither group for "-"); last, MSG without its BOM.
 _FAST_5424 = re.compile(
     r"<([0-9]{1,3})>[1-9][0-9]? "
     r"(?:(([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9])\.[0-9]{6}Z)"
@@ -249,9 +249,8 @@ class SyslogParser:
                                 if source_ip is not None:
                                     event["source_ip"] = source_ip
                     elif m5 is not None:
-                        m = m5
                         (pri, utc_stamp, utc_second, stamp, hostname, app_name, proc_id,
-                         msg_id, sd_text, sd_open, msg) = m.groups()
+                         msg_id, sd_text, sd_open, msg) = m5.groups()
                         names = pri_fields(pri)
                         if utc_stamp is not None:
                             # The common "...:ss.ffffffZ" is its own _time when valid.
@@ -278,7 +277,7 @@ class SyslogParser:
                             if sd_keys is None and (sd_open or sd_text):
                                 # Any other structured data: the general reader, from "[".
                                 sd, pos = _structured_data(
-                                    text, m.start(10) if sd_open else m.start(9) - 1)
+                                    text, m5.start(10) if sd_open else m5.start(9) - 1)
                                 msg = text[pos:]
                                 if msg[:1] == "\ufeff":
                                     msg = msg[1:]
