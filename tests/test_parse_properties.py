@@ -127,3 +127,23 @@ def test_generated_rfc5424_round_trips_field_for_field(message) -> None:
     event = SyslogParser(parse_body=False).parse(wire, RECV, None)
     event.pop("level")
     assert event == expected
+
+
+# Pieces of RFC 5424 headers and structured data around parse_lines' shortcuts (one plain
+# SD-ELEMENT read by the header regex, the byte-5 guess between the two fast regexes).
+_HEADER_FRAGMENTS = [b"<13>", b"<0>", b"<013>", b"<134>", b"<191>", b"1 ", b"12 ", b"- ",
+                     b"2026-11-21T10:00:00.123456Z ", b"2026-11-21T10:00:00Z ", b"Nov 21 10:00:00 ",
+                     b"host ", b"app ", b"42 ", b"ID7 ", b"\t", b"\x0b", "\u00a0".encode(),
+                     b"[x@1", b"[meta@32473", b" a=", b" b=", b"=", b'"v"', b'"', b"\\", b"]",
+                     b"] ", b"][", b" ", b"msg", b"\xef\xbb\xbf", b"[x@1 a=\"1\"] "]
+headerish = st.lists(st.sampled_from(_HEADER_FRAGMENTS), max_size=20).map(b"".join)
+
+
+@FAST
+@given(st.lists(st.one_of(headerish, syslogish), min_size=1, max_size=6), st.booleans())
+def test_batch_fast_paths_give_the_per_line_event(lines: list[bytes], parse_body: bool) -> None:
+    batch = SyslogParser(parse_body=parse_body).parse_lines(lines, RECV, "10.0.0.1")
+    one = SyslogParser(parse_body=parse_body)
+    for line, event in zip(lines, batch):
+        expected = one.parse(line, RECV, "10.0.0.1")
+        assert (type(event), list(event.items())) == (type(expected), list(expected.items()))

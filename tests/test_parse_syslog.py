@@ -392,6 +392,18 @@ def test_line_framed_from_tcp_with_trailing_data_parses_the_same(line, expected)
     assert SyslogParser().parse(out[1], RECV, IP)["_msg"] == "next"
 
 
+@pytest.mark.parametrize("sd", [
+    b'[meta@32473 seq="5" zone="eu-1"]', b'[x@1 a="b"]', b'[x@1 a="b" ]', b'[x@1  a="b"  c=""]',
+    b'[x@1 a="b" a="c"]', b'[x@1 a="b]c"]', b'[x@1 a="b\\"c"]', b'[x@1 a="v" "]', b'[x@1 a="v""w]',
+    b'[x@1 a="b"][y@2 c="d"]', b'[x@1 a="b"]x', b'[x@1]', b'[x@1 a=b]', b'[x@1\ta="b"]',
+])
+@pytest.mark.parametrize("rest", [b"", b" msg", b" \xef\xbb\xbfmsg"])
+def test_batch_structured_data_shortcut_gives_the_per_line_event(sd: bytes, rest: bytes) -> None:
+    # parse_lines reads one plain SD-ELEMENT inside its header regex; parse() does not.
+    line = b"<134>1 2026-11-21T10:00:00.123456Z host app 42 - " + sd + rest
+    assert SyslogParser().parse_lines([line], RECV, IP) == [SyslogParser().parse(line, RECV, IP)]
+
+
 def test_raw_lines_are_counted_and_parsed_lines_are_not() -> None:
     parser = SyslogParser()
     events = parser.parse_lines([b"junk", b"<13>1 - - - - - - ok", b"more junk"], RECV, IP)

@@ -116,13 +116,22 @@ _FAST_3164 = re.compile(
     r"(?:((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-3][0-9] "
     r"[0-9][0-9]:[0-9][0-9]:[0-9][0-9])"
     # the ISO stamp rsyslog writes, up to the first space (as _rfc3164 reads it)
-    r"|([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]*)) " + _HOST_TAG.pattern)
+    r"|([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]*)) " + _HOST_TAG.pattern + "(.*)", re.DOTALL)
+# _FAST_3164 with the PRI required, for lines starting with "<" (the optional group costs
+# ~50 ns): on those both match the same way (_FAST_3164 tries the PRI first, and without
+# it needs a month or a digit at "<").
+_FAST_3164_PRI = re.compile(_FAST_3164.pattern.replace(
+    r"(?:<([0-9]{1,3})>)?", r"<([0-9]{1,3})>", 1), re.DOTALL)
 # Groups: PRI, a "...:ss.ffffffZ" stamp and its second, any other stamp, HOSTNAME,
-# APP-NAME, PROCID, MSGID, "[" when structured data follows (else it is "-").
+# APP-NAME, PROCID, MSGID, then the structured data: one SD-ELEMENT without a backslash
+# followed by " MSG" or the end (its text between the brackets, checked by _sd_plain_keys),
+# or "[" for any other (neither group for "-"); last, MSG without its BOM.
 _FAST_5424 = re.compile(
     r"<([0-9]{1,3})>[1-9][0-9]? "
     r"(?:(([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9])\.[0-9]{6}Z)"
-    r"|(\S+)) (\S+) (\S+) (\S+) (\S+) (?:-(?: |\Z)|(\[))")
+    r"|(\S+)) (\S+) (\S+) (\S+) (\S+) "
+    r'(?:-(?: |\Z)|\[([^\s=\]"]+ [^\]\\]*)\](?: |\Z)|(?=(\[)))'
+    "\ufeff?(.*)", re.DOTALL)
 
 # Fields that the size cap never removes (it cuts _msg first, then drops the largest
 # other fields, which only a pathological line needs).
@@ -172,7 +181,9 @@ class SyslogParser:
         limit = context[3]
         unchecked = self._unchecked_bytes
         parse_body = self._parse_body
+        pri_fields = _PRI_FIELDS.get
         match_3164 = _FAST_3164.match
+        match_3164_pri = _FAST_3164_PRI.match
         match_5424 = _FAST_5424.match
         # "Mmm dd hh:mm:ss" -> _time for this batch (its receive time fixes the year).
         batch_stamps: dict[str, str | None] = {}
@@ -182,12 +193,27 @@ class SyslogParser:
             text = None
             event = None
             try:
-                if type(line) is bytes and len(line) <= unchecked:
+                # (No fast shape fits in 5 bytes.)
+                if type(line) is bytes and 5 < len(line) <= unchecked:
                     text = line.decode("utf-8", "replace")
-                    m = match_3164(text)
+                    # The shapes exclude each other, so which regex is tried first only
+                    # decides what a failed match costs (~0.1-0.2 us); a line is tried
+                    # against each that can match it. Without "<" only RFC 3164 can.
+                    # Byte 5 guesses for 2-3 digit PRIs: "<PRI>V " puts a digit or a
+                    # space there, "<PRI>Mmm" a letter (bytes are cheaper to test than
+                    # characters).
+                    if line[0] != 60:  # "<"
+                        m5 = None
+                        m = match_3164(text)
+                    elif line[5] < 65:  # below "A"
+                        m5 = match_5424(text)
+                        m = match_3164_pri(text) if m5 is None else None
+                    else:
+                        m = match_3164_pri(text)
+                        m5 = match_5424(text) if m is None else None
                     if m is not None:
-                        pri, stamp, iso_stamp, hostname, app_name, proc_id = m.groups()
-                        names = _PRI_FIELDS.get(pri) if pri is not None else ()
+                        pri, stamp, iso_stamp, hostname, app_name, proc_id, msg = m.groups()
+                        names = pri_fields(pri) if pri is not None else ()
                         if iso_stamp is not None:
                             time_text = times.rfc3339(iso_stamp)
                         else:
@@ -204,7 +230,6 @@ class SyslogParser:
                                             break
                                 batch_stamps[stamp] = time_text
                         if names is not None and time_text is not None:
-                            msg = text[m.end():]
                             if names and proc_id and hostname != "-" and source_ip is not None:
                                 event = {"_time": time_text, "_msg": msg, "hostname": hostname,
                                          "app_name": app_name, "proc_id": proc_id,
@@ -223,37 +248,59 @@ class SyslogParser:
                                     event["level"] = names[2]
                                 if source_ip is not None:
                                     event["source_ip"] = source_ip
-                    else:
-                        m = match_5424(text)
-                        if m is not None:
-                            (pri, utc_stamp, utc_second, stamp, hostname, app_name, proc_id,
-                             msg_id, sd_open) = m.groups()
-                            names = _PRI_FIELDS.get(pri)
-                            if utc_stamp is not None:
-                                # The common "...:ss.ffffffZ" is its own _time when valid.
-                                valid = utc_seconds.get(utc_second)
-                                if valid is None:
-                                    valid = times.utc_second_valid(utc_second)
-                                time_text = utc_stamp if valid else None
-                            elif stamp == "-":
-                                time_text = context[1]
-                            else:
-                                time_text = times.rfc3339(stamp)
-                            if names is not None and time_text is not None:
-                                sd = None
-                                if sd_open is None:
-                                    msg = text[m.end():]
-                                else:
-                                    sd, pos = _structured_data(text, m.end() - 1)
-                                    msg = text[pos:]
+                    elif m5 is not None:
+                        (pri, utc_stamp, utc_second, stamp, hostname, app_name, proc_id,
+                         msg_id, sd_text, sd_open, msg) = m5.groups()
+                        names = pri_fields(pri)
+                        if utc_stamp is not None:
+                            # The common "...:ss.ffffffZ" is its own _time when valid.
+                            valid = utc_seconds.get(utc_second)
+                            if valid is None:
+                                valid = times.utc_second_valid(utc_second)
+                            time_text = utc_stamp if valid else None
+                        elif stamp == "-":
+                            time_text = context[1]
+                        else:
+                            time_text = times.rfc3339(stamp)
+                        if names is not None and time_text is not None:
+                            sd = sd_keys = None
+                            if sd_text is not None:
+                                # One SD-ELEMENT: its text split on '"' alternates the
+                                # SD-ID and names (the element's shape) with the values;
+                                # an even count of pieces is an unclosed quote.
+                                pieces = sd_text.split('"')
+                                if len(pieces) & 1:
+                                    shape = tuple(pieces[0::2])
+                                    sd_keys = _SD_PLAIN_KEYS.get(shape, False)
+                                    if sd_keys is False:
+                                        sd_keys = _sd_plain_keys(shape)
+                            if sd_keys is None and (sd_open or sd_text):
+                                # Any other structured data: the general reader, from "[".
+                                sd, pos = _structured_data(
+                                    text, m5.start(10) if sd_open else m5.start(9) - 1)
+                                msg = text[pos:]
                                 if msg[:1] == "\ufeff":
                                     msg = msg[1:]
-                                event = _rfc5424_event(time_text, msg, hostname, app_name, proc_id, msg_id,
-                                                       names)
-                                if sd:
-                                    event.update(sd)
-                                if source_ip is not None:
-                                    event["source_ip"] = source_ip
+                            if (hostname != "-" and app_name != "-" and proc_id != "-"
+                                    and msg_id == "-"):
+                                # The usual header (as _rfc5424_event builds it, inline).
+                                event = {"_time": time_text, "_msg": msg, "hostname": hostname,
+                                         "app_name": app_name, "proc_id": proc_id,
+                                         "facility": names[0], "severity": names[1],
+                                         "level": names[2]}
+                            else:
+                                event = _rfc5424_event(time_text, msg, hostname, app_name,
+                                                       proc_id, msg_id, names)
+                            if sd_keys is not None:
+                                # (event.update(zip(...)) costs ~0.2 us more for two)
+                                value = 1
+                                for key in sd_keys:
+                                    event[key] = pieces[value]
+                                    value += 2
+                            elif sd:
+                                event.update(sd)
+                            if source_ip is not None:
+                                event["source_ip"] = source_ip
                     if event is not None:
                         # A body is JSON ("{" first) or logfmt (has "="): most prose is
                         # neither and skips the call (same test as in _parse_one).
@@ -492,6 +539,34 @@ def _sd_keys(shape: str, sd_id: str, names: list[str]) -> tuple[str, ...] | None
     if len(_SD_KEYS) >= 4096:
         _SD_KEYS.clear()
     _SD_KEYS[shape] = keys
+    return keys
+
+
+# parse_lines' one-element shortcut: the element's shape (its text between the brackets,
+# split on '"', even pieces) -> its field keys, or None when _structured_data must read it
+# (not a plain element, or a repeated name).
+_SD_PLAIN_KEYS: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+_SD_PLAIN_FIRST = re.compile(r'([^\s=\]"]+) +([^\s=\]"]+)=')
+_SD_PLAIN_NEXT = re.compile(r' +([^\s=\]"]+)=')
+_SD_PLAIN_LAST = re.compile(r" *")
+
+
+def _sd_plain_keys(shape: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Keys when ``shape`` (of a text split into an odd number of pieces) is that of an
+    element _SD_PLAIN_ELEMENT matches whole, with distinct names; _structured_data gives
+    that element these keys, in this order."""
+    keys = None
+    first = _SD_PLAIN_FIRST.fullmatch(shape[0])
+    if (len(shape) >= 2 and first is not None and _SD_PLAIN_LAST.fullmatch(shape[-1])
+            and all(_SD_PLAIN_NEXT.fullmatch(name) for name in shape[1:-1])):
+        sd_id = first.group(1)
+        keys = (sd_id + "." + first.group(2),) + tuple(
+            sd_id + "." + name.lstrip(" ")[:-1] for name in shape[1:-1])
+        if len(set(keys)) != len(keys):
+            keys = None
+    if len(_SD_PLAIN_KEYS) >= 4096:
+        _SD_PLAIN_KEYS.clear()
+    _SD_PLAIN_KEYS[shape] = keys
     return keys
 
 
