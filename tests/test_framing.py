@@ -107,3 +107,37 @@ def test_octet_counted_messages_round_trip_in_any_chunking(messages, chunk):
     for i in range(0, len(stream), chunk):
         out += framer.feed(stream[i : i + chunk])
     assert out + framer.finish() == messages
+
+
+def as_text(message):
+    return message if type(message) is str else message.decode("utf-8", "replace")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"<13>a b", "<13>\u00e9t\u00e9 \u2603".encode(), b"<1>x\r", b"\xe2\x82", b"\xf0\x9f\x98",
+                              b"<13>" + b"y" * 40, "<1>\u00e9".encode() * 12, b"7 <1>abc", b"<1>\x00z", b""]), max_size=30),
+    st.lists(st.integers(1, 64), min_size=1, max_size=8),
+)
+def test_feed_text_gives_the_messages_of_feed_decoded_as_the_parser_would(messages, cuts):
+    data = b"\n".join(messages) + b"\n"
+    by_bytes, by_text = StreamFramer(32), StreamFramer(32)
+    plain, decoded = [], []
+    pos = 0
+    for cut in cuts * (len(data) // sum(cuts) + 1):
+        chunk, pos = data[pos : pos + cut], pos + cut
+        plain += by_bytes.feed(chunk)
+        decoded += by_text.feed_text(chunk)
+    plain += by_bytes.finish()
+    decoded += by_text.finish()
+    assert [as_text(m) for m in decoded] == [as_text(m) for m in plain]
+    # what comes back as bytes is exactly what feed() gives (Truncated included)
+    assert [type(m) for m in decoded if type(m) is not str] == [type(m) for m, d in zip(plain, decoded) if type(d) is not str]
+
+
+def test_feed_text_decodes_the_common_chunk_once_and_keeps_invalid_utf8_as_replacement():
+    framer = StreamFramer(1024)
+    assert framer.feed_text(b"<13>caf\xc3\xa9\r\n<13>bad \xe2\x82\n<13>tail") == ["<13>caf\u00e9", "<13>bad \ufffd"]
+    assert framer.finish() == [b"<13>tail"]
+    # a chunk the general loop frames (a NUL) comes back as feed() gives it: bytes
+    assert StreamFramer(1024).feed_text(b"<13>a\x00<13>b\n") == [b"<13>a", b"<13>b"]

@@ -624,3 +624,18 @@ def test_receive_time_text_matches_format_time_across_calls() -> None:
     for offset in (0.0, 0.1, 0.4999995, 0.9999996, 1.0, 1.000001, 0.5, -3600.25, 86400.75):
         event = parser.parse(b"junk", base + offset, None)
         assert event["_time"] == format_time(base + offset), offset
+
+
+@pytest.mark.parametrize("line", [
+    b"<13>Nov 21 10:00:00 web-1 nginx[12]: GET / 200",
+    b'<134>1 2026-11-21T10:00:00.123456Z h app 1 - [x@1 a="b"] {"msg": "hi", "level": "warn"}',
+    b"<13>1 - - - - - - level=info msg=x",
+    b"no header at all \xff",
+    b"<999>too big",
+    b"<13>Nov 21 10:00:00 h a: " + b"z" * 300_000,  # long: the size cap path
+])
+def test_parse_lines_takes_a_decoded_line_as_the_same_message(line):
+    parser = SyslogParser()
+    from_bytes = parser.parse_lines([line], 1_790_000_000.0, "10.0.0.1")
+    from_text = parser.parse_lines([line.decode("utf-8", "replace")], 1_790_000_000.0, "10.0.0.1")
+    assert [list(e.items()) for e in from_text] == [list(e.items()) for e in from_bytes]

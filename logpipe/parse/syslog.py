@@ -164,7 +164,7 @@ class SyslogParser:
         """One message -> one event. Never raises."""
         return self._parse_one(line, self._receive_context(recv_time), source_ip)
 
-    def parse_lines(self, lines: list[bytes], recv_time: float,
+    def parse_lines(self, lines: list[bytes | str], recv_time: float,
                     source_ip: str | None) -> list[dict]:
         """Many messages received together -> their events, in order. Never raises."""
         context = self._receive_context(recv_time)
@@ -190,22 +190,26 @@ class SyslogParser:
         events = []
         append = events.append
         for line in lines:
-            text = None
+            # A str line is one the framer decoded already (StreamFramer.feed_text).
+            if type(line) is str:
+                text = line
+            elif type(line) is bytes and len(line) <= unchecked:
+                text = line.decode("utf-8", "replace")
+            else:
+                text = None  # Truncated, or long enough to need the size check
             event = None
             try:
-                # (No fast shape fits in 5 bytes.)
-                if type(line) is bytes and 5 < len(line) <= unchecked:
-                    text = line.decode("utf-8", "replace")
+                # (No fast shape fits in 5 characters.)
+                if text is not None and 5 < len(text) <= unchecked:
                     # The shapes exclude each other, so which regex is tried first only
                     # decides what a failed match costs (~0.1-0.2 us); a line is tried
                     # against each that can match it. Without "<" only RFC 3164 can.
-                    # Byte 5 guesses for 2-3 digit PRIs: "<PRI>V " puts a digit or a
-                    # space there, "<PRI>Mmm" a letter (bytes are cheaper to test than
-                    # characters).
-                    if line[0] != 60:  # "<"
+                    # Character 5 guesses for 2-3 digit PRIs: "<PRI>V " puts a digit or
+                    # a space there, "<PRI>Mmm" a letter.
+                    if text[0] != "<":
                         m5 = None
                         m = match_3164(text)
-                    elif line[5] < 65:  # below "A"
+                    elif text[5] < "A":
                         m5 = match_5424(text)
                         m = match_3164_pri(text) if m5 is None else None
                     else:
@@ -383,7 +387,7 @@ class SyslogParser:
         self.parse_errors += 1
         try:
             if text is None:
-                text = line.decode("utf-8", "replace")
+                text = line if type(line) is str else line.decode("utf-8", "replace")
             return self._finish({"_time": context[1], "_msg": text, "parse_error": "true"}, line, source_ip, text)
         except Exception:  # noqa: BLE001 - last resort, still nothing lost that fits
             return {"_time": context[1], "_msg": repr(line)[: self._unchecked_bytes],

@@ -76,7 +76,7 @@ class _TcpConnection(asyncio.Protocol):
         self.last_data = time.monotonic()
         framer = self._framer
         before = framer.truncated
-        lines = framer.feed(data)
+        lines = framer.feed_text(data)
         if framer.truncated != before:
             counters.truncated.inc(framer.truncated - before)
         if lines:
