@@ -114,17 +114,21 @@ class Hold:
         full = 0
         index = self._index
         unannounced = self._unannounced
+        match_on = self._match_on
         for event in events:
             keys = []
-            for line_field, key in self._match_on:
+            # Checked while the keys are built: every line of a host that never announces
+            # comes here (a generator over the keys cost ~0.3 us more per line).
+            remembered = bool(unannounced)
+            for line_field, key in match_on:
                 value = event.get(line_field)
                 if value is not None and value != "":
-                    keys.append((key, value))
-            if not keys:
+                    identifier = (key, value)
+                    keys.append(identifier)
+                    if remembered and unannounced.get(identifier, 0.0) <= now:
+                        remembered = False
+            if not keys or remembered:  # remembered: a source past its first seconds, no one is coming
                 passing.append(event)
-                continue
-            if unannounced and all(unannounced.get(k, 0.0) > now for k in keys):
-                passing.append(event)  # a source past its first seconds: no one is coming
                 continue
             msg = event.get("_msg")
             nbytes = _EVENT_OVERHEAD + (len(msg) if isinstance(msg, str) else 0)
