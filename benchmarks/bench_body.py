@@ -18,7 +18,6 @@ import argparse
 import importlib.util
 import os
 import sys
-import time
 import timeit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
