@@ -57,6 +57,16 @@ def body(text: str) -> dict:
                  id="prose-with-pairs-is-not-logfmt"),
     pytest.param('a="unterminated b=2', None, id="logfmt-unterminated-quote"),
     pytest.param('a=b"c d=e', None, id="logfmt-quote-in-bare-value"),
+    # Quote placements the backslash-free logfmt path (str.split, not the regex) must judge
+    # exactly as the regex does.
+    pytest.param('a="x" b="y z" c=1', {"a": "x", "b": "y z", "c": "1"}, id="logfmt-several-quoted"),
+    pytest.param('a="x"b=1', None, id="logfmt-no-space-after-quote"),
+    pytest.param('a= "x" b=1', None, id="logfmt-space-before-quote"),
+    pytest.param('a=b="c" d=1', None, id="logfmt-quote-after-bare-value"),
+    pytest.param('"k"=1 a=2', None, id="logfmt-quoted-key"),
+    pytest.param('a="x""y" b=1', None, id="logfmt-adjacent-quotes"),
+    pytest.param('a=1 b="x y" a="z"', {"a": "z", "b": "x y"}, id="logfmt-duplicate-quoted-last-wins"),
+    pytest.param('a="x"\u2003b=2\n', {"a": "x", "b": "2"}, id="logfmt-unicode-whitespace"),
     pytest.param("", None, id="empty"),
     pytest.param("plain text", None, id="plain"),
 ])
