@@ -79,3 +79,27 @@ def test_connection_refused_is_retryable():
             await sink.close()
 
     assert run_async(scenario).retryable is True
+
+
+def test_uncompressed_batch_is_sent_in_its_pieces_with_one_content_length():
+    seen = {}
+
+    async def handler(request):
+        seen["headers"] = dict(request.headers)
+        seen["body"] = await request.read()
+        return web.Response(status=204)
+
+    pieces = [b'{"_msg":"a"}\n{"_msg":"b"}\n', b'{"_msg":"c"}\n', b'{"_msg":"' + b"d" * 100_000 + b'"}\n']
+
+    async def scenario():
+        runner, url = await serve(handler)
+        sink = VictoriaLogs("vl", VictoriaLogsSink(url=url, compression="none"))
+        await sink.send(Batch("b1", None, sum(map(len, pieces)), 0.0, lines=pieces, count=4))
+        await sink.close()
+        await runner.cleanup()
+
+    run_async(scenario)
+    assert seen["headers"]["Content-Type"] == "application/stream+json"
+    assert "Content-Encoding" not in seen["headers"] and "Transfer-Encoding" not in seen["headers"]
+    assert int(seen["headers"]["Content-Length"]) == sum(map(len, pieces))
+    assert seen["body"] == b"".join(pieces)

@@ -66,10 +66,15 @@ class Batch:
 
     def ndjson(self) -> bytes:
         """The records as one body, each followed by a newline."""
-        lines = self._lines
-        if lines is not None:
-            return lines[0] if len(lines) == 1 else b"".join(lines)
-        return b"\n".join([*self._records, b""])  # type: ignore[list-item]
+        pieces = self.ndjson_pieces()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def ndjson_pieces(self) -> list[bytes]:
+        """``ndjson()`` in the pieces the buffer holds, for a sender that writes them one
+        after another instead of joining them into one more copy of the batch."""
+        if self._lines is not None:
+            return self._lines
+        return [b"\n".join([*self._records, b""])]  # type: ignore[list-item]
 
     def split(self) -> tuple["Batch", "Batch"]:
         """Two halves, for isolating a record the sink rejects; ids stay derivable."""

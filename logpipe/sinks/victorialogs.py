@@ -46,8 +46,7 @@ class VictoriaLogs(Sink):
         self._http = HttpPoster(f"victorialogs {name}", config.request_timeout_s, 1 if config.compression == "gzip" else None)
 
     async def send(self, batch: Batch) -> None:
-        body = batch.ndjson()
-        await self._http.post(self.url, self._http.compress(body), self.headers)
+        await self._http.post(self.url, self._http.ndjson_body(batch.ndjson_pieces()), self.headers)
 
     async def close(self) -> None:
         await self._http.close()
