@@ -304,8 +304,6 @@ def apply_body(event: dict, text: str) -> dict:
 def _apply_general(event: dict, fields: dict[str, object]) -> BodyEvent:
     """The module rule, step by step (consumes ``fields``)."""
     merged = BodyEvent(event)
-    # Inline fast paths below (a str msg, an already-normal level word): this function runs
-    # for every JSON/logfmt line and each call avoided is ~0.1 us of its ~1.2.
     if "msg" in fields:
         msg = fields.pop("msg")
         merged["_msg"] = msg if type(msg) is str else _as_msg(msg)
@@ -314,10 +312,7 @@ def _apply_general(event: dict, fields: dict[str, object]) -> BodyEvent:
         merged["_msg"] = msg if type(msg) is str else _as_msg(msg)
     for key in _LEVEL_KEYS:
         if key in fields:
-            value = fields[key]
-            level = _LEVEL_WORDS.get(value) if type(value) is str else None
-            if level is None:
-                level = normalize_level(value)
+            level = normalize_level(fields[key])
             if level is not None:
                 merged["level"] = level
             break
