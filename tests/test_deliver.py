@@ -5,6 +5,7 @@ import pathlib
 import os
 
 import orjson
+import pytest
 
 from logpipe.buffer.memory import MemoryBuffer
 from logpipe.config import Batch as BatchConfig
@@ -67,7 +68,8 @@ def test_retryable_failures_are_retried_until_delivered(tmp_path):
     assert buffer.events == 0
 
 
-def test_one_bad_record_is_isolated_and_dead_lettered(tmp_path):
+@pytest.mark.parametrize("pushed_as", ["records", "ndjson"])
+def test_one_bad_record_is_isolated_and_dead_lettered(tmp_path, pushed_as):
     sink = ScriptedSink()
     buffer, deliverer, metrics = make(sink, tmp_path)
 
@@ -76,7 +78,10 @@ def test_one_bad_record_is_isolated_and_dead_lettered(tmp_path):
 
         task = asyncio.create_task(deliverer.run())
         recs = events(16, poison={11})
-        buffer.push(recs, sum(map(len, recs)) + 16)
+        if pushed_as == "ndjson":  # the pipeline's form: one blob, split only to isolate
+            buffer.push_lines(b"".join(r + b"\n" for r in recs), 16)
+        else:
+            buffer.push(recs, sum(map(len, recs)) + 16)
         buffer.close()
         await task
 
