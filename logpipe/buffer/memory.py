@@ -32,7 +32,7 @@ class MemoryBuffer(Buffer):
         self.name = name
         # Each chunk: [records, nbytes, arrival time, count], where records is a list or
         # an NDJSON blob (push_lines); the head chunk is sliced in place when a batch takes
-        # only part of it (a blob is split into its records first).
+        # only part of it (a blob at a record's newline).
         self._chunks: collections.deque[list] = collections.deque()
         self._waiting_events = 0
         self._waiting_bytes = 0
