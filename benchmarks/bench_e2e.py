@@ -3,7 +3,9 @@ counting HTTP sink; logpipe and syslog-ng through the identical load in the same
 
 What it measures, per shipper and destination (everything on 127.0.0.1):
 - TCP, full speed, one connection: lines/s and MB/s from the first byte sent to the last
-  line acknowledged by the destination; CPU seconds of the shipper process per million
+  line acknowledged by the destination, and "steady" lines/s between 10 % and 90 % of the
+  lines acknowledged (without the start and the last partial batch's max_age, a fixed second
+  or so that dilutes a run of a few seconds); CPU seconds of the shipper process per million
   lines (/proc/PID/stat utime+stime); its peak RSS (VmHWM); p50/p99 latency from send to
   arrival at the counting sink (a sample of lines carries ``bseq=N``; the sender records
   when each was handed to the kernel, the sink when it arrived).
@@ -321,15 +323,18 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def wait_count(count, target: int, idle_timeout: float = 15.0, poll: float = 0.05) -> tuple[int, float]:
+def wait_count(count, target: int, idle_timeout: float = 15.0, poll: float = 0.05,
+               samples: list | None = None) -> tuple[int, float]:
     """Poll ``count()`` until it reaches ``target`` or stops moving for ``idle_timeout``;
-    returns (count, time it last moved)."""
+    returns (count, time it last moved). Each change is appended to ``samples`` as (time, count)."""
     last, last_change = count(), time.time()
     while last < target:
         threading.Event().wait(poll)
         now_count = count()
         if now_count != last:
             last, last_change = now_count, time.time()
+            if samples is not None:
+                samples.append((last_change, now_count))
         elif time.time() - last_change > idle_timeout:
             break
     return last, last_change
@@ -512,7 +517,8 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
                                      "-o", os.environ["BENCH_PYSPY"], "-f", "raw", "-r", "200"], stdout=subprocess.DEVNULL)
         threading.Event().wait(1.0)
     sender = subprocess.Popen([sys.executable, __file__, "--_send", shipper.tcp[0], str(shipper.tcp[1]), corpus_path, out])
-    arrived, last = wait_count(lambda: count() - base, n_lines, idle_timeout=20)
+    progress: list[tuple[float, int]] = []
+    arrived, last = wait_count(lambda: count() - base, n_lines, idle_timeout=20, samples=progress)
     cpu1 = cpu_seconds(shipper.pid)
     wait1 = runqueue_wait_s(shipper.pid)
     dest_cpu1 = cpu_seconds(dest_pid) if dest_pid else 0.0
@@ -522,11 +528,16 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
     sender.wait(60)
     with open(out) as f:
         sent = json.load(f)
+    if os.environ.get("BENCH_PROGRESS"):  # (seconds since the first byte, lines acknowledged)
+        with open(os.environ["BENCH_PROGRESS"], "a") as f:
+            f.write(json.dumps({"shipper": shipper.name, "sent_end": sent["end"] - sent["start"],
+                                "progress": [(round(t - sent["start"], 3), n) for t, n in progress]}) + "\n")
     elapsed = last - sent["start"]
     row = {
         "lines": arrived,
         "lost": n_lines - arrived,
         "lines_s": arrived / elapsed,
+        "steady_lines_s": steady_rate(progress, n_lines),
         "mb_s": corpus_bytes / elapsed / 1e6,
         "cpu_s_per_m": (cpu1 - cpu0) / max(arrived, 1) * 1e6,
         "rss_mb": peak_rss_mb(shipper.pid),
@@ -543,6 +554,18 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
             row["p50_ms"] = 1000 * statistics.median(lat)
             row["p99_ms"] = 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     return row
+
+
+def steady_rate(progress: list[tuple[float, int]], n_lines: int) -> float | None:
+    """Lines/s between 10 % and 90 % of the lines acknowledged: the rate without the start
+    (connection, first batch) and the tail (the last partial batch waits its max_age), which
+    a fixed second or two of a run that lasts seconds would otherwise dilute."""
+    t10 = next((t for t, n in progress if n >= 0.1 * n_lines), None)
+    t90 = next(((t, n) for t, n in progress if n >= 0.9 * n_lines), None)
+    first = next((n for t, n in progress if n >= 0.1 * n_lines), None)
+    if t10 is None or t90 is None or t90[0] <= t10:
+        return None
+    return (t90[1] - first) / (t90[0] - t10)
 
 
 def udp_run(shipper, count, rate: int, seconds: int, corpus_path: str) -> dict:
@@ -692,21 +715,25 @@ def main() -> None:
     print()
     print(f"TCP, one connection, {args.lines:,} lines" + (f", median of {args.runs} runs" if args.runs > 1 else ""))
     print()
-    print("| shipper | destination | lines/s | MB/s | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| shipper | destination | lines/s | steady lines/s (10-90 %) | MB/s | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for label, dest, r in results:
-        print(f"| {label} | {'counting sink' if dest == 'sink' else 'VictoriaLogs'} | {fmt(r['lines_s'])} | {fmt(r['mb_s'], '.1f')} | "
+        print(f"| {label} | {'counting sink' if dest == 'sink' else 'VictoriaLogs'} | {fmt(r['lines_s'])} | "
+              f"{fmt(r.get('steady_lines_s'))} | {fmt(r['mb_s'], '.1f')} | "
               f"{fmt(r['cpu_s_per_m'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | {fmt(r.get('p50_ms'), '.0f')} | "
               f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} | {r['cpu_share']:.2f} / {r['runq_share']:.2f} | "
               f"{fmt(r.get('dest_cpu_s_per_m'), '.2f')} | {', '.join(fmt(x) for x in r['runs_lines_s'])} |")
     ng = {dest: r for label, dest, r in results if label.startswith("syslog-ng")}
     if ng:
         print()
-        print("| logpipe variant | destination | throughput / syslog-ng | CPU per line / syslog-ng |")
-        print("| --- | --- | ---: | ---: |")
+        print("| logpipe variant | destination | throughput / syslog-ng | steady throughput / syslog-ng | CPU per line / syslog-ng |")
+        print("| --- | --- | ---: | ---: | ---: |")
         for label, dest, r in results:
             if label.startswith("logpipe") and dest in ng:
-                print(f"| {label} | {dest} | {r['lines_s'] / ng[dest]['lines_s']:.2f}x | {r['cpu_s_per_m'] / ng[dest]['cpu_s_per_m']:.2f}x |")
+                steady = (f"{r['steady_lines_s'] / ng[dest]['steady_lines_s']:.2f}x"
+                          if r.get("steady_lines_s") and ng[dest].get("steady_lines_s") else "-")
+                print(f"| {label} | {dest} | {r['lines_s'] / ng[dest]['lines_s']:.2f}x | {steady} | "
+                      f"{r['cpu_s_per_m'] / ng[dest]['cpu_s_per_m']:.2f}x |")
     if udp_results:
         print()
         print(f"UDP via loggen, {args.udp_seconds} s per rate, counting sink")
