@@ -37,63 +37,15 @@ from .enrich import Enricher
 from .metrics import Metrics
 from .transforms import Transforms
 
-__all__ = ["Pipeline", "SinkLane", "FlowControl"]
-
-
-class FlowControl:
-    """Pauses and resumes every registered TCP transport while any blocking lane is full."""
-
-    def __init__(self) -> None:
-        self._transports: set = set()
-        self._full: set[str] = set()
-        self._logged_pause = False
-        self.log = structlog.get_logger().bind(component="flow")
-
-    @property
-    def paused(self) -> bool:
-        return bool(self._full)
-
-    def register(self, transport) -> None:
-        self._transports.add(transport)
-        if self._full:
-            transport.pause_reading()
-
-    def unregister(self, transport) -> None:
-        self._transports.discard(transport)
-
-    def release_all(self) -> None:
-        """Resume every transport regardless of pressure (graceful stop: read what was sent)."""
-        self._full.clear()
-        for transport in list(self._transports):
-            if not transport.is_closing():
-                transport.resume_reading()
-
-    def set_full(self, lane: str, full: bool, routine: bool = False) -> None:
-        """``routine``: the pause is a memory buffer's lead (reading ahead of a healthy sink),
-        which happens all the time at full speed and is not worth a log line."""
-        was_paused = bool(self._full)
-        if full:
-            self._full.add(lane)
-        else:
-            self._full.discard(lane)
-        if bool(self._full) != was_paused:
-            if self._full and not routine:
-                self._logged_pause = True
-                self.log.info("sources_paused", sinks=sorted(self._full))
-            elif not self._full and self._logged_pause:
-                self._logged_pause = False
-                self.log.info("sources_resumed", sinks=[])
-            for transport in list(self._transports):
-                if transport.is_closing():
-                    continue
-                if self._full:
-                    transport.pause_reading()
-                else:
-                    transport.resume_reading()
+__all__ = ["Pipeline", "SinkLane"]
 
 
 class SinkLane:
-    def __init__(self, name: str, buffer: Buffer, when_full: str, flow: FlowControl, metrics: Metrics) -> None:
+    """One sink's entrance. ``on_full(name, full, routine)`` is called on its buffer's
+    pressure edges when ``when_full = "block"`` (the sources' flow control pauses reading)."""
+
+    def __init__(self, name: str, buffer: Buffer, when_full: str, on_full: Callable[[str, bool, bool], None] | None,
+                 metrics: Metrics) -> None:
         self.name = name
         self.buffer = buffer
         self.block = when_full == "block"
@@ -111,8 +63,8 @@ class SinkLane:
         metrics.gauge("logpipe_buffer_oldest_age_seconds", "Age of the oldest unacknowledged event", ("sink",)).set_function(
             buffer.oldest_age_s, name
         )
-        if self.block:
-            buffer.on_pressure = lambda full: flow.set_full(name, full, routine=not buffer.is_full)
+        if self.block and on_full is not None:
+            buffer.on_pressure = lambda full: on_full(name, full, not buffer.is_full)
 
     def offer(self, records: list[bytes], nbytes: int, holdable: bool) -> None:
         if self._accepts(len(records), holdable):

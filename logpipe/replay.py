@@ -47,21 +47,17 @@ import time
 from dataclasses import dataclass, field as dc_field
 from typing import Iterator
 
+import msgspec
 import orjson
 import structlog
 
 from .buffer.base import Batch
 from .buffer.memory import MemoryBuffer
 from .config import Config
-from .deliver import DeadLetters, Deliverer
-from .enrich import Enricher, MetadataTable
-from .metrics import Metrics
+from .daemon.assemble import assemble, syslog_settings
 from .parse.framing import truncate_datagram
 from .parse.syslog import SyslogParser
 from .parse.timestamps import format_time
-from .pipeline import FlowControl, Pipeline, SinkLane
-from .sinks import build as build_sink
-from .transforms import Transforms
 
 __all__ = ["ReplayOptions", "Replay", "open_source", "Checkpoint"]
 
@@ -75,6 +71,7 @@ _SQLITE_MAGIC = b"SQLite format 3\0"
 class ReplayOptions:
     sink: str
     sources: list[str]
+    source: str | None = None  # the syslog source whose timezone and parse_body apply
     checkpoint: str | None = None
     rate: float | None = None
     format: str = "auto"  # auto | ndjson | syslog
@@ -319,25 +316,22 @@ class Replay:
         self.checkpoint = Checkpoint(
             options.checkpoint or os.path.join(data_dir, "replay", f"{options.sink}.checkpoint.json"), options.sink
         )
-        self.metrics = Metrics()
-        syslog = config.sources.syslog
-        self.parser = SyslogParser(syslog.timezone if syslog else "UTC", (syslog.parse_body if syslog else "auto") == "auto")
-        self.max_line = syslog.max_line_bytes if syslog else 65536
-        metadata = config.sources.metadata
-        table = MetadataTable(metadata.max_entries if metadata else 100_000, metadata.ttl_s if metadata else 600, self.metrics)
-        self.sink = build_sink(options.sink, sink_config, data_dir)
+        _, syslog = syslog_settings(config, options.source)
+        # One batch in flight (acknowledgements advance the checkpoint in order) and a
+        # buffer that waits for room instead of dropping.
+        replace = msgspec.structs.replace
+        sink_config = replace(sink_config, concurrency=1, buffer=replace(sink_config.buffer, when_full="block"))
+        config = replace(config, sinks={options.sink: sink_config})
+        self.parser = SyslogParser(syslog.timezone, syslog.parse_body == "auto")  # SOURCE-FIELD
+        self.max_line = syslog.max_line_bytes
         self.buffer = _AckedBuffer(options.sink, min(sink_config.buffer.max_bytes, MAX_BUFFER_BYTES), self._acknowledged)
-        lane = SinkLane(options.sink, self.buffer, "block", FlowControl(), self.metrics)
+        graph = assemble(config, sink_names=[options.sink], make_buffer=lambda _name, _config: self.buffer, offline=True)
+        self.metrics = graph.metrics
+        unit = graph.sinks[options.sink]
+        self.sink, self.deliverer, self.pipeline = unit.sink, unit.deliverer, graph.pipeline
         self._room = asyncio.Event()
         self._room.set()
         self.buffer.on_pressure = lambda full: self._room.clear() if full else self._room.set()
-        self.pipeline = Pipeline(Enricher(table, config.enrich.pairs(), self.metrics), Transforms(config.transforms, self.metrics),
-                                 [lane], self.metrics)
-        self.deliverer = Deliverer(
-            self.sink, self.buffer, sink_config.batch,
-            retry_initial_s=sink_config.retry_initial_ms / 1000, retry_max_s=sink_config.retry_max_ms / 1000,
-            dead_letters=DeadLetters(data_dir, options.sink), metrics=self.metrics,
-        )
         self.shutdown_timeout_s = config.daemon.shutdown_timeout_s
         # (records pushed when the mark was made, source, position, source finished)
         self._marks: list[tuple[int, Source, int, bool]] = []

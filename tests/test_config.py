@@ -18,7 +18,7 @@ def test_example_configs_load(name):
 def test_default_config_needs_no_server_and_uses_unprivileged_ports():
     config = load(str(ROOT / "config" / "logpipe.toml"))
     assert all(isinstance(s, FileSink) for s in config.sinks.values())
-    for address in (config.sources.syslog.udp, config.sources.syslog.tcp, config.sources.metadata.udp):
+    for address in (config.sources["syslog"].udp, config.sources["syslog"].tcp, config.sources["metadata"].udp):
         assert parse_address(address)[1] >= 1024
 
 

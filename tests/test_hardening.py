@@ -19,7 +19,7 @@ import time
 import orjson
 import pytest
 
-from logpipe.app import Daemon
+from logpipe.daemon.app import Daemon
 from logpipe.config import loads
 from logpipe.parse.metadata import sign
 from tests.helpers import await_until, run_async

@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 
 from logpipe.api import TapHub
-from logpipe.app import Daemon
+from logpipe.daemon.app import Daemon
 from logpipe.config import loads
 from logpipe.logs import RepeatLimiter
 from logpipe.metrics import Metrics

@@ -17,7 +17,8 @@ from logpipe.buffer.memory import MemoryBuffer
 from logpipe.config import ConfigError, loads
 from logpipe.enrich import Enricher, MetadataTable
 from logpipe.metrics import Metrics
-from logpipe.pipeline import FlowControl, Pipeline, SinkLane
+from logpipe.pipeline import Pipeline, SinkLane
+from logpipe.sources.flow import FlowControl
 from logpipe.safe_regex import ENGINE, check
 from logpipe.transforms import Transforms
 
@@ -346,7 +347,7 @@ def _lanes_records(toml: str, events: list[dict]) -> dict[str, list[dict]]:
     metrics = Metrics()
     flow = FlowControl()
     buffers = {name: MemoryBuffer(name, 10**9) for name in config.sinks}
-    lanes = [SinkLane(name, buffers[name], "block", flow, metrics) for name in config.sinks]
+    lanes = [SinkLane(name, buffers[name], "block", flow.set_full, metrics) for name in config.sinks]
     enricher = Enricher(MetadataTable(100, 600, metrics), [], metrics)
     pipeline = Pipeline(enricher, Transforms(config.transforms, metrics), lanes, metrics)
     pipeline.ingest(events, holdable=True)
@@ -444,7 +445,7 @@ def test_example_config_on_the_documented_sample_lines():
 def test_tap_sees_each_routed_group_with_its_sinks():
     config = loads(ROUTED + SINKS)
     metrics = Metrics()
-    lanes = [SinkLane(n, MemoryBuffer(n, 10**9), "block", FlowControl(), metrics) for n in config.sinks]
+    lanes = [SinkLane(n, MemoryBuffer(n, 10**9), "block", FlowControl().set_full, metrics) for n in config.sinks]
     pipeline = Pipeline(Enricher(MetadataTable(100, 600, metrics), [], metrics), Transforms(config.transforms, metrics), lanes, metrics)
     seen = []
     pipeline.tap = lambda events, sinks: seen.append(([e["_msg"] for e in events], sinks))

@@ -10,7 +10,7 @@ import socket
 
 from logpipe.config import SyslogSource
 from logpipe.metrics import Metrics
-from logpipe.pipeline import FlowControl
+from logpipe.sources.flow import FlowControl
 from logpipe.sources.net import udp_socket
 from logpipe.sources.syslog import SyslogListeners, _UdpReader
 
@@ -33,7 +33,7 @@ class RecordingPipeline:
 def start(config: SyslogSource):
     pipeline = RecordingPipeline()
     metrics = Metrics()
-    listeners = SyslogListeners(config, pipeline, FlowControl(), metrics)  # type: ignore[arg-type]
+    listeners = SyslogListeners("syslog", config, pipeline, FlowControl(), metrics)  # type: ignore[arg-type]
     return listeners, pipeline, metrics
 
 

@@ -14,7 +14,7 @@ import urllib.request
 
 import orjson
 
-from logpipe.workers import sum_prometheus
+from logpipe.daemon.supervisor import sum_prometheus
 
 from .helpers import DaemonProcess, wait_until
 

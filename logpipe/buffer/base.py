@@ -126,6 +126,16 @@ class Buffer:
             if self.on_pressure:
                 self.on_pressure(False)
 
+    def resize(self, max_bytes: int) -> None:
+        """A new ``max_bytes`` (reload): the watermarks follow, and pressure is signalled
+        again from the new limits, so a buffer that is now below them resumes its sources."""
+        self.max_bytes = max_bytes
+        self._low = int(max_bytes * LOW_WATERMARK)
+        if self._pressure and self.on_pressure:
+            self.on_pressure(False)
+        self._pressure = False
+        self._check_pressure()
+
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         """``next_batch``'s wait: until a push or close sets ``_wakeup``, or ``timeout``."""
         self._wakeup.clear()

@@ -46,9 +46,10 @@ from typing import Any
 import msgspec
 import structlog
 
-from .config import Config, parse_address
-from .enrich import MetadataTable
-from .metrics import Metrics
+from ..config import Config, MetadataSource, SyslogSource, parse_address
+from ..enrich import MetadataTable
+from ..metrics import Metrics
+from .assemble import Graph
 
 __all__ = ["run_supervisor", "apply_worker_overrides", "serve_worker_channel", "worker_data_dir"]
 
@@ -61,22 +62,23 @@ def worker_data_dir(data_dir: str, index: int) -> str:
     return os.path.join(data_dir, "workers", f"w{index}")
 
 
-def apply_worker_overrides(config: Config, index: int, udp_port: int | None, tcp_port: int | None) -> Config:
-    """The config worker ``index`` runs: see the module docstring."""
+def apply_worker_overrides(config: Config, index: int, ports: dict[str, int]) -> Config:
+    """The config worker ``index`` runs: see the module docstring. ``ports`` maps
+    ``SOURCE.udp``/``SOURCE.tcp`` to the port the supervisor resolved for a port 0."""
     replace = msgspec.structs.replace
     data_dir = config.daemon.data_dir
     daemon = replace(config.daemon, data_dir=worker_data_dir(data_dir, index))
     api = replace(config.api, listen="127.0.0.1:0")
-    sources = config.sources
-    if sources.syslog is not None:
-        syslog = sources.syslog
-        if syslog.udp and udp_port is not None:
-            syslog = replace(syslog, udp=_with_port(syslog.udp, udp_port))
-        if syslog.tcp and tcp_port is not None:
-            syslog = replace(syslog, tcp=_with_port(syslog.tcp, tcp_port))
-        sources = replace(sources, syslog=syslog)
-    if sources.metadata is not None:
-        sources = replace(sources, metadata=replace(sources.metadata, udp=None))
+    sources: dict[str, Any] = {}
+    for name, source in config.sources.items():
+        if isinstance(source, SyslogSource):
+            for key in ("udp", "tcp"):
+                address = getattr(source, key)
+                if address and f"{name}.{key}" in ports:
+                    source = replace(source, **{key: _with_port(address, ports[f"{name}.{key}"])})
+        elif isinstance(source, MetadataSource):
+            source = replace(source, udp=None)  # the supervisor owns announcements
+        sources[name] = source
     sinks = {}
     for name, sink in config.sinks.items():
         if type(sink).__struct_config__.tag == "file":
@@ -135,8 +137,8 @@ class _ForwardingTable(MetadataTable):
         # The last accepted announcement per container, replayed to a restarted worker.
         self.latest: dict[tuple, Any] = {}
 
-    def apply(self, ann: Any) -> str:
-        result = super().apply(ann)
+    def apply(self, ann: Any, default_ttl_s: float | None = None) -> str:
+        result = super().apply(ann, default_ttl_s)
         if result in ("ok", "removed"):
             key = (ann.ip, ann.hostname, ann.container_id)
             self.latest.pop(key, None)
@@ -173,27 +175,26 @@ class Supervisor:
         self.started = time.time()
         self.listeners: dict[str, str] = {}
         self._probes: dict[str, socket.socket] = {}
-        self.ports: dict[str, int | None] = {"udp": None, "tcp": None}
+        self.ports: dict[str, int] = {}  # SOURCE.udp / SOURCE.tcp -> port, for port 0
         self._forward_dropped = self.metrics.counter(
             "logpipe_metadata_forward_dropped_total", "Announcements a worker's channel had no room for", ()
         ).labels()
-        metadata_config = config.sources.metadata
+        metadata = config.sources_of(MetadataSource)
         self.table = _ForwardingTable(
-            metadata_config.max_entries if metadata_config else 100_000,
-            metadata_config.ttl_s if metadata_config else 600,
+            max((m.max_entries for m in metadata.values()), default=100_000),
+            next(iter(metadata.values())).ttl_s if metadata else 600,
             self.metrics,
             forward=self._forward,
         )
-        self.metadata = None
-        if metadata_config is not None and metadata_config.udp:
-            from .config import read_secret
-            from .sources.metadata import RESULTS, MetadataListener
+        from ..sources.metadata import RESULTS
+        from .assemble import build_source
 
-            secret = read_secret(metadata_config.secret, metadata_config.secret_file, metadata_config.secret_env, "secret")
-            self.metadata = MetadataListener(metadata_config, self.table, self.metrics, secret=secret)
-            family = self.metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
-            for result in RESULTS:
-                family.labels(result)
+        # The supervisor's own graph is only its metadata sources, feeding the forwarding table.
+        graph = Graph(config, self.metrics, self.table, None, None, {}, {})  # type: ignore[arg-type]
+        self.announcers = [build_source(name, m, graph) for name, m in metadata.items() if m.udp]
+        family = self.metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
+        for result in RESULTS:
+            family.labels(result)
         self.api_address: tuple[str, int] | None = None
         self._runner = None
 
@@ -220,24 +221,24 @@ class Supervisor:
     # --- ports ------------------------------------------------------------------------
 
     def _resolve_ports(self) -> None:
-        syslog = self.config.sources.syslog
-        if syslog is None:
-            return
-        for protocol, address in (("udp", syslog.udp), ("tcp", syslog.tcp)):
-            if not address:
-                continue
-            host, port = parse_address(address)
-            if port == 0:
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
-                probe = socket.socket(family, kind)
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                probe.bind((host, 0))
-                port = probe.getsockname()[1]
-                self._probes[protocol] = probe
-                self.ports[protocol] = port
-            self.listeners[f"syslog.{protocol}"] = f"{host}:{port}"
+        for name, syslog in self.config.sources_of(SyslogSource).items():
+            for protocol, address in (("udp", syslog.udp), ("tcp", syslog.tcp)):
+                if address:
+                    self._resolve_port(f"{name}.{protocol}", protocol, address)
+
+    def _resolve_port(self, key: str, protocol: str, address: str) -> None:
+        host, port = parse_address(address)
+        if port == 0:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+            probe = socket.socket(family, kind)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+            self._probes[key] = probe
+            self.ports[key] = port
+        self.listeners[key] = f"{host}:{port}"
 
     # --- workers ----------------------------------------------------------------------
 
@@ -248,9 +249,8 @@ class Supervisor:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         argv = [sys.executable, "-m", "logpipe", "run", "-c", self.config_path,
                 "--worker", str(worker.index), "--workers", str(self.n), "--worker-fd", str(child.fileno())]
-        for protocol, port in self.ports.items():
-            if port is not None:
-                argv += [f"--worker-{protocol}-port", str(port)]
+        for key, port in self.ports.items():
+            argv += ["--worker-port", f"{key}={port}"]
         worker.api = None
         worker.channel = parent
         worker.started_at = time.monotonic()
@@ -268,8 +268,9 @@ class Supervisor:
         if data.startswith(b"api "):
             worker.api = data[4:].decode()
             worker.ever_ready = True
-            if "udp" in self._probes and all(w.api for w in self.workers):
-                self._probes.pop("udp").close()
+            if all(w.api for w in self.workers):
+                for key in [k for k in self._probes if k.endswith(".udp")]:
+                    self._probes.pop(key).close()
 
     def _close_channel(self, worker: _Worker) -> None:
         if worker.channel is not None:
@@ -350,15 +351,15 @@ class Supervisor:
         self._resolve_ports()
         if self.config.api.listen:
             await self._start_api(self.config.api.listen)
-        if self.metadata is not None:
-            await self.metadata.start()
-            if self.metadata.address:
-                self.listeners["metadata.udp"] = f"{self.metadata.address[0]}:{self.metadata.address[1]}"
+        for announcer in self.announcers:
+            await announcer.start()
+            for key, (host, port) in announcer.addresses.items():
+                self.listeners[f"{announcer.name}.{key}"] = f"{host}:{port}"
         tasks = [asyncio.create_task(self._keep_running(w)) for w in self.workers]
         self.log.info("started", workers=self.n, pid=os.getpid())
         await asyncio.gather(*tasks)
-        if self.metadata is not None:
-            await self.metadata.stop()
+        for announcer in self.announcers:
+            await announcer.stop()
         for probe in self._probes.values():
             probe.close()
         if self._runner is not None:
