@@ -96,12 +96,20 @@ class Pipeline:
         self._encode_lines = encoder.encode_lines
         self.hold = None  # a hold.Hold when enrich.hold_ms > 0 (set by the daemon)
 
-    def ingest(self, events: list[dict], holdable: bool) -> None:
+    def full_sinks(self) -> list[str]:
+        """Sinks whose buffer is full now. A source that answers its senders (http, nats)
+        asks before ``ingest`` and refuses the chunk (429/503, no ack) instead of pushing."""
+        return [lane.name for lane in self.lanes if lane.buffer.is_full]
+
+    def ingest(self, events: list[dict], holdable: bool, may_hold: bool = True) -> None:
         """Enrich, transform, encode once, and hand the records to every sink lane.
-        ``holdable`` says whether the source can be paused (TCP) or not (UDP)."""
+        ``holdable`` says whether the source can be paused (TCP) or not (UDP).
+        ``may_hold=False`` skips the enrichment hold: when this returns, every event is in
+        its sinks' buffers (a disk buffer has written it to the kernel), which is what a
+        source that acknowledges to its sender (http, nats) needs before it answers."""
         if not events:
             return
-        hold = self.hold
+        hold = self.hold if may_hold else None
         if hold is None:
             self.enricher.enrich(events)
         else:
