@@ -96,10 +96,11 @@ def _worker_port(text: str) -> tuple[str, int]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .config import SyslogSource
+    from .daemon.preflight import environment_problems
 
     config = _load_or_exit(args.config)
     listeners = []
-    problems = []
+    problems = [] if args.no_environment else environment_problems(config)
     for name, source in config.sources.items():
         listeners += [f"{name}/{key} {address}" for key, _, address in source.listeners()]
         if isinstance(source, SyslogSource):
@@ -298,10 +299,11 @@ def _api_url(args: argparse.Namespace) -> str:
         return args.api if "://" in args.api else "http://" + args.api
     if args.config:
         config = _load_or_exit(args.config)
-        if not config.api.listen:
-            print(f"{args.config}: api.listen is not set; the daemon serves no API", file=sys.stderr)
+        if not config.api.address:
+            print(f"{args.config}: the API is off (api.enabled = false or no api.listen); the daemon serves none",
+                  file=sys.stderr)
             sys.exit(2)
-        host, port = parse_address(config.api.listen)
+        host, port = parse_address(config.api.address)
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     return "http://127.0.0.1:8686"
@@ -357,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config file")
     validate.add_argument("-c", "--config", required=True)
-    validate.add_argument("--no-environment", action="store_true", help="skip the sink reachability checks")
+    validate.add_argument("--no-environment", action="store_true",
+                          help="skip the checks of this machine: files, environment variables, data_dir, sink reachability")
     validate.set_defaults(func=cmd_validate)
 
     test = sub.add_parser("test", help="parse, enrich and transform raw lines; print events as JSON lines")

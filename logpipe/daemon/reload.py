@@ -155,8 +155,8 @@ async def _prepare(daemon: Any, new: Config, prepared: _Prepared) -> None:
         added = build_source(name, source_config, graph, reuse_port=daemon.reuse_port)
         prepared.sources[name] = added
         prepared.bound[name] = added.bind_changed(source_config)
-    if new.api.listen != old.api.listen and new.api.listen and daemon.api is not None:
-        prepared.api_site = await daemon.api.bind(new.api.listen)
+    if new.api.address != old.api.address and new.api.address and daemon.api is not None:
+        prepared.api_site = await daemon.api.bind(new.api.address)
 
 
 async def _apply(daemon: Any, new: Config, prepared: _Prepared) -> dict:
@@ -201,8 +201,11 @@ async def _apply(daemon: Any, new: Config, prepared: _Prepared) -> dict:
     for name in removed:
         _retire_sink(daemon, name)
     sources_changed = await _swap_sources(daemon, new, prepared)
-    if new.api.listen != old.api.listen and daemon.api is not None:
-        daemon.api_address = await daemon.api.swap(new.api.listen, prepared.api_site)
+    if new.api.address != old.api.address:
+        if daemon.api is None:
+            await daemon.start_api(new.api.address)  # was off; a failure here leaves it off
+        else:
+            daemon.api_address = await daemon.api.swap(new.api.address, prepared.api_site)
     if (new.daemon.log_level, new.daemon.log_format) != (old.daemon.log_level, old.daemon.log_format):
         configure(new.daemon.log_level, new.daemon.log_format)
     graph.config = new

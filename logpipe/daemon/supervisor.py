@@ -346,11 +346,17 @@ class Supervisor:
         cpus = os.cpu_count() or 1
         if self.n > cpus:
             self.log.warning("workers_exceed_cpus", workers=self.n, cpus=cpus)
+        from .preflight import StartError, environment_problems, lock_data_dir
+
+        problems = environment_problems(self.config)
+        if problems:
+            raise StartError("; ".join(problems))
         os.makedirs(self.config.daemon.data_dir, exist_ok=True)
+        self._lock_fd = lock_data_dir(self.config.daemon.data_dir)  # held until the process exits
         self._warn_orphans()
         self._resolve_ports()
-        if self.config.api.listen:
-            await self._start_api(self.config.api.listen)
+        if self.config.api.address:
+            await self._start_api(self.config.api.address)
         for announcer in self.announcers:
             await announcer.start()
             for key, (host, port) in announcer.addresses.items():
