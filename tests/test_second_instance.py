@@ -92,3 +92,29 @@ type = "file"
     assert f"sources.tls.tls.cert: cannot read {tmp_path}/missing.pem: No such file or directory" in problems
     assert f"sources.tls.tls.key: cannot read {tmp_path}/missing.key: No such file or directory" in problems
     assert any(p.startswith("daemon.data_dir: /proc") for p in problems), problems
+
+
+def test_a_stop_counts_and_logs_what_clients_sent_that_it_never_read(tmp_path):
+    config = loads(config_text(str(tmp_path), "127.0.0.1:0").replace('udp = "127.0.0.1:0"', 'tcp = "127.0.0.1:0"'))
+
+    async def scenario():
+        import asyncio
+
+        daemon = Daemon(config)
+        await daemon.start()
+        source = daemon.syslog
+        daemon.graph.flow.set_full("f", True)  # as if the sink's buffer were full: reading pauses
+        _, writer = await asyncio.open_connection(*source.addresses["tcp"])
+        writer.write(b"<14>Nov 21 10:00:00 h app: unread line\n" * 2000)
+        await writer.drain()
+        from .helpers import await_until
+
+        await await_until(lambda: any(c.unread_bytes() for c in source.connections), what="bytes waiting in the kernel")
+        await source.stop(quiet_s=0, grace_s=0)  # no grace: what the kernel holds stays unread
+        unread = daemon.metrics.get("logpipe_unread_bytes_at_shutdown_total").value("syslog")
+        writer.close()
+        await daemon.shutdown()
+        return unread
+
+    unread = run_async(scenario, timeout=30)
+    assert 0 < unread <= 2000 * len(b"<14>Nov 21 10:00:00 h app: unread line\n")
