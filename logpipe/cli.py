@@ -125,7 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 async def _check_sinks(config, timeout_s: float = 5.0) -> list[str]:
     """Each sink's reachability probe, concurrently and bounded: warnings, never errors
     (a destination that is down now may be up when the daemon runs)."""
-    from .sinks import build as build_sink
+    from .daemon.assemble import build_sink
 
     async def probe(name: str, sink_config) -> str | None:
         sink = None

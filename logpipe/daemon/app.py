@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import structlog
 
-from ..config import Config, MetadataSource
+from ..config import Config, MetadataSource, SyslogSource
 from ..metrics import Metrics
 from ..sources.metadata import RESULTS as ANNOUNCEMENT_RESULTS
 from .assemble import Graph, SinkUnit, assemble
@@ -98,17 +98,15 @@ class Daemon:
     @property
     def syslog(self) -> Any:
         """The first syslog source (the one named ``syslog`` in the classic layout)."""
-        from ..sources.syslog import SyslogListeners
-
-        found = self.graph.sources_of(SyslogListeners)
-        return found[0] if found else None
+        return self._first(SyslogSource)
 
     @property
     def metadata(self) -> Any:
-        from ..sources.metadata import MetadataListener
+        """The first metadata source."""
+        return self._first(MetadataSource)
 
-        found = self.graph.sources_of(MetadataListener)
-        return found[0] if found else None
+    def _first(self, kind: type) -> Any:
+        return next((s for s in self.graph.sources.values() if isinstance(s.config, kind)), None)
 
     def health_problems(self, unhealthy_after_s: float) -> list[str]:
         return views.health_problems(self.graph, self.ready.is_set(), unhealthy_after_s)

@@ -28,7 +28,9 @@ from ..sources.base import Source
 from ..sources.flow import FlowControl
 from ..transforms import Transforms
 
-__all__ = ["Graph", "SinkUnit", "assemble", "build_buffer", "build_sink_unit", "build_source", "syslog_settings"]
+__all__ = [
+    "Graph", "SinkUnit", "assemble", "build_buffer", "build_sink", "build_sink_unit", "build_source", "syslog_settings",
+]
 
 # Used when a config has no metadata source (the table still exists: `logpipe test
 # --metadata` and the workers' forwarded announcements fill it).
@@ -63,9 +65,6 @@ class Graph:
         self.pipeline = pipeline
         self.sinks = sinks
         self.sources = sources
-
-    def sources_of(self, kind: type) -> list[Any]:
-        return [s for s in self.sources.values() if isinstance(s, kind)]
 
 
 def build_buffer(name: str, config: Any, data_dir: str, metrics: Metrics) -> Buffer:

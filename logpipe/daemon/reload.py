@@ -25,10 +25,10 @@ from ..config import Config, ConfigError, load
 from ..enrich import Enricher
 from ..logs import configure
 from ..pipeline import SinkLane
-from ..sinks import Sink, build as build_sink
+from ..sinks import Sink
 from ..sources.base import release
 from ..transforms import Transforms
-from .assemble import build_sink_unit, build_source
+from .assemble import build_sink, build_sink_unit, build_source
 from .views import count_lost
 
 __all__ = ["reload", "reload_from_file", "restart_problems"]

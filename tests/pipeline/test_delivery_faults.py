@@ -24,10 +24,10 @@ import pytest
 
 from logpipe.buffer import record
 
-from .helpers import DaemonProcess as Logpipe
-from .helpers import wait_until as _wait_until
-from .helpers import FakeVictoriaLogs as FakeInsert
-from .helpers import stop_process
+from ..helpers import DaemonProcess as Logpipe
+from ..helpers import wait_until as _wait_until
+from ..helpers import FakeVictoriaLogs as FakeInsert, file_messages
+from ..helpers import stop_process
 
 TIMEOUT = 60.0
 
@@ -97,15 +97,6 @@ def tally(messages, tag: str, expected: set[int]) -> tuple[set[int], int, Counte
     missing = expected - set(seen)
     duplicated = sum(n - 1 for n in seen.values() if n > 1)
     return missing, duplicated, seen
-
-
-def file_messages(data_dir: str) -> list[str]:
-    out = []
-    for name in sorted(os.listdir(data_dir)):
-        if name.startswith("delivered") and name.endswith(".ndjson"):
-            with open(os.path.join(data_dir, name), "rb") as f:
-                out += [json.loads(line)["_msg"] for line in f if line.strip()]
-    return out
 
 
 def report(label: str, missing: set[int], duplicated: int) -> None:

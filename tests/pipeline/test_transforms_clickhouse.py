@@ -12,11 +12,11 @@ import socket
 import orjson
 import pytest
 
-from tests.clickhouse_server import PASSWORD, USER, clickhouse  # noqa: F401 - fixture
+from tests.clickhouse_server import PASSWORD, USER
 from tests.helpers import DaemonProcess, wait_until
 
 pytestmark = pytest.mark.clickhouse
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
 def rows(server, sql: str) -> list[dict]:

@@ -6,7 +6,7 @@ import pytest
 
 from logpipe.config import ConfigError, FileSink, VictoriaLogsSink, load, loads, parse_address
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.toml")))

@@ -20,7 +20,7 @@ from logpipe.config import loads
 from logpipe.replay import Checkpoint, Replay, ReplayOptions, epoch_to_time
 from logpipe.sinks.base import SendError, Sink
 
-from .helpers import VictoriaLogsServer, await_until, run_async, victorialogs_bin, wait_until
+from ..helpers import VictoriaLogsServer, await_until, run_async, victorialogs_bin, wait_until
 
 
 def file_config(tmp_path, extra: str = "") -> str:

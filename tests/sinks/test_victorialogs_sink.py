@@ -9,7 +9,7 @@ from logpipe.config import VictoriaLogsSink
 from logpipe.sinks.base import SendError
 from logpipe.sinks.victorialogs import VictoriaLogs
 
-from .helpers import run_async
+from ..helpers import run_async
 
 
 async def serve(handler):

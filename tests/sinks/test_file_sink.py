@@ -6,7 +6,7 @@ from logpipe.buffer.base import Batch
 from logpipe.config import FileSink
 from logpipe.sinks.file import File
 
-from .helpers import run_async
+from ..helpers import run_async
 
 
 def batch(start, n):

@@ -4,7 +4,7 @@ import asyncio
 
 from logpipe.buffer.memory import MemoryBuffer
 
-from .helpers import run_async
+from ..helpers import run_async
 
 
 def records(n, prefix="e", size=10):

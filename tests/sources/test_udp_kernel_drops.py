@@ -3,7 +3,7 @@ listener is configured next to it (regression: the metric read the TCP socket's 
 
 import socket
 
-from .helpers import DaemonProcess, wait_until
+from ..helpers import DaemonProcess, wait_until
 
 
 def proc_drops(port: int) -> int:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.clickhouse_helpers import Delivery, event, sink_config
-from tests.clickhouse_server import PASSWORD, USER, clickhouse, wait_for  # noqa: F401 - fixture
+from tests.clickhouse_server import PASSWORD, USER, wait_for
 
 pytestmark = pytest.mark.clickhouse
 

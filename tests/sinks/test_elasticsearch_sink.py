@@ -20,7 +20,7 @@ from logpipe.metrics import Metrics
 from logpipe.sinks.base import PartialSendError, SendError
 from logpipe.sinks.elasticsearch import Elasticsearch, IndexTemplate
 
-from .helpers import VictoriaLogsServer, await_until, run_async, victorialogs_bin
+from ..helpers import VictoriaLogsServer, await_until, run_async, victorialogs_bin
 
 
 def batch(events: list[dict], batch_id: str = "b") -> Batch:

@@ -16,7 +16,7 @@ import orjson
 
 from logpipe.daemon.supervisor import sum_prometheus
 
-from .helpers import DaemonProcess, wait_until
+from ..helpers import DaemonProcess, wait_until
 
 
 def config(tmp: str, *, batch: str = "{ max_events = 500, max_age_ms = 50 }", buffer: str = "{}") -> str:

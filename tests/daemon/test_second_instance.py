@@ -12,7 +12,7 @@ from logpipe.daemon.app import Daemon
 from logpipe.daemon.preflight import StartError
 from logpipe.sources.base import BindError
 
-from .helpers import run_async
+from ..helpers import run_async
 
 
 def config_text(data_dir: str, udp: str) -> str:
@@ -107,7 +107,7 @@ def test_a_stop_counts_and_logs_what_clients_sent_that_it_never_read(tmp_path):
         _, writer = await asyncio.open_connection(*source.addresses["tcp"])
         writer.write(b"<14>Nov 21 10:00:00 h app: unread line\n" * 2000)
         await writer.drain()
-        from .helpers import await_until
+        from ..helpers import await_until
 
         await await_until(lambda: any(c.unread_bytes() for c in source.connections), what="bytes waiting in the kernel")
         await source.stop(quiet_s=0, grace_s=0)  # no grace: what the kernel holds stays unread

@@ -21,8 +21,8 @@ from logpipe.parse.syslog import SyslogParser
 from logpipe.sinks.base import SendError
 from logpipe.sinks.syslog import MessageFormatter, Syslog
 
-from .helpers import await_until, run_async, wait_until
-from .syslog_ng_server import SD_ID, SyslogNg, make_certificates, syslog_ng_bin
+from ..helpers import await_until, run_async, wait_until
+from ..syslog_ng_server import SD_ID, SyslogNg, make_certificates, syslog_ng_bin
 
 
 def batch(events: list[dict], batch_id: str = "b") -> Batch:
@@ -337,7 +337,7 @@ def test_daemon_forwards_enriched_lines_to_syslog_ng_over_tls(syslog_ng, tmp_pat
     """The whole path: RFC 3164 lines over TCP into the daemon, joined with an announced
     container's labels, through a disk buffer and the TLS syslog sink into syslog-ng;
     the labels and the body fields arrive as structured data."""
-    from .helpers import DaemonProcess
+    from ..helpers import DaemonProcess
 
     c = syslog_ng.certs
     config = f"""

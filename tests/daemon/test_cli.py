@@ -72,7 +72,7 @@ def test_logpipe_test_piped_into_a_reader_that_quits_exits_quietly(tmp_path):
     lines.write_text("".join(f"<14>Nov 21 10:00:00 host app[1]: line {i}\n" for i in range(20000)))
     proc = subprocess.run(
         f"{sys.executable} -m logpipe test -c config/logpipe.toml {lines} | head -1",
-        shell=True, capture_output=True, text=True, timeout=60, cwd=str(__import__('pathlib').Path(__file__).parent.parent),
+        shell=True, capture_output=True, text=True, timeout=60, cwd=str(__import__('pathlib').Path(__file__).parent.parent.parent),
     )
     assert '"_msg":"line 0"' in proc.stdout
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

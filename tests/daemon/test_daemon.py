@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from .helpers import DaemonProcess, FakeVictoriaLogs, wait_until
+from ..helpers import DaemonProcess, FakeVictoriaLogs, wait_until
 
 
 def config(data_dir: str, sink: str, *, syslog_extra: str = "", metadata_extra: str = "", batch: str = "") -> str:

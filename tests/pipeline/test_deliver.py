@@ -13,7 +13,7 @@ from logpipe.deliver import DeadLetters, Deliverer
 from logpipe.metrics import Metrics
 from logpipe.sinks.base import SendError, Sink
 
-from .helpers import await_until, run_async
+from ..helpers import await_until, run_async
 
 
 class ScriptedSink(Sink):

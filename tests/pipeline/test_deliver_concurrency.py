@@ -14,7 +14,7 @@ from logpipe.deliver import DeadLetters, Deliverer
 from logpipe.metrics import Metrics
 from logpipe.sinks.base import Sink
 
-from .helpers import await_until, run_async
+from ..helpers import await_until, run_async
 
 
 class GatedSink(Sink):

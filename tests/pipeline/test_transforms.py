@@ -22,9 +22,9 @@ from logpipe.sources.flow import FlowControl
 from logpipe.safe_regex import ENGINE, check
 from logpipe.transforms import Transforms
 
-from .helpers import run_async
+from ..helpers import run_async
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 SINKS = '[sinks.a]\ntype = "file"\n[sinks.b]\ntype = "file"\n'
 
 

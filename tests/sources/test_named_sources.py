@@ -15,7 +15,7 @@ import pytest
 from logpipe.config import ConfigError, loads
 from logpipe.daemon.app import Daemon
 
-from .helpers import await_until, run_async
+from ..helpers import await_until, run_async
 
 LINE = b"<14>Nov 21 10:00:00 web-1 app[7]: same line\n"
 

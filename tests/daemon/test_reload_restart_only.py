@@ -9,7 +9,7 @@ import pytest
 from logpipe.config import loads
 from logpipe.daemon.app import Daemon
 
-from .helpers import run_async
+from ..helpers import run_async
 
 BASE = """
 [daemon]

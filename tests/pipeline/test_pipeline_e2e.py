@@ -22,7 +22,7 @@ import uuid
 import orjson
 import pytest
 
-from .helpers import DaemonProcess, VictoriaLogsServer, victorialogs_bin, wait_until
+from ..helpers import DaemonProcess, VictoriaLogsServer, victorialogs_bin, wait_until
 
 HOSTNAME = socket.gethostname()  # what `logger` puts in its header
 CONTAINER_A = "a1b2c3d4e5f6" + "0" * 52  # announced from 127.0.0.5, joined by source ip

@@ -12,7 +12,7 @@ from logpipe import deliver
 from logpipe.config import loads
 from logpipe.daemon.app import Daemon
 
-from .helpers import FakeVictoriaLogs, await_until, run_async
+from ..helpers import FakeVictoriaLogs, await_until, run_async
 
 
 def test_a_failing_sink_logs_its_first_failure_a_summary_while_failing_and_its_recovery(tmp_path, monkeypatch):

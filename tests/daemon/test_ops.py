@@ -27,8 +27,8 @@ from logpipe.config import loads
 from logpipe.logs import RepeatLimiter
 from logpipe.metrics import Metrics
 
-from .helpers import DaemonProcess, await_until, run_async, wait_until
-from .test_delivery_faults import FakeInsert, file_messages
+from ..helpers import DaemonProcess, await_until, run_async, wait_until
+from ..helpers import FakeVictoriaLogs as FakeInsert, file_messages
 
 SPEC_METRICS = {
     # name: label names, from the spec's "Precise rules" -> Metrics list

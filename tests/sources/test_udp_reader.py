@@ -14,7 +14,7 @@ from logpipe.sources.flow import FlowControl
 from logpipe.sources.net import udp_socket
 from logpipe.sources.syslog import SyslogListeners, _UdpReader
 
-from .helpers import await_until, run_async
+from ..helpers import await_until, run_async
 
 
 class RecordingPipeline:
