@@ -212,6 +212,11 @@ def cmd_announce(args: argparse.Namespace) -> int:
                 return 2
         else:
             announcement[key] = value
+    try:
+        host, port = parse_address(args.to)
+    except ValueError as e:
+        print(f"announce: --to: {e}", file=sys.stderr)
+        return 2
     payload = orjson.dumps(announcement)
     if args.secret_file:
         with open(args.secret_file, "rb") as f:
@@ -220,7 +225,6 @@ def cmd_announce(args: argparse.Namespace) -> int:
         text = orjson.dumps(announcement).decode()
         payload = orjson.dumps({"payload": text, "hmac": sign(text, secret)})
     try:
-        host, port = parse_address(args.to)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             if args.bind:
@@ -307,7 +311,10 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    """Streams /api/tap to stdout, one JSON object per line: {"sinks": [...], "event": {...}}."""
+    """Streams /api/tap to stdout, one JSON object per line: {"sinks": [...], "event": {...}}.
+    Exit 0 after --limit events or Ctrl-C, 1 when the daemon ends the stream (it stopped
+    or died) or cannot be reached, 2 for a refused request (an unknown --sink)."""
+    import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -317,22 +324,29 @@ def cmd_tap(args: argparse.Namespace) -> int:
         query["sink"] = args.sink
     url = _api_url(args).rstrip("/") + "/api/tap?" + urllib.parse.urlencode(query)
     out = sys.stdout.buffer
+    received = 0
     try:
         with urllib.request.urlopen(url, timeout=None) as resp:
             for line in resp:
                 out.write(line)
                 out.flush()
+                received += 1
     except urllib.error.HTTPError as e:
         print(f"tap: {e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as e:
-        print(f"tap: cannot read {url}: {e}", file=sys.stderr)
+    except BrokenPipeError:  # piped into head
+        return 0
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        print(f"tap: reading {url}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:  # piped into head
+    if args.limit and received >= args.limit:
         return 0
-    return 0
+    # The daemon ends a stream only when it stops (or dies): not what the user asked for.
+    print(f"tap: the daemon closed the stream after {received} event(s)"
+          + (f" of --limit {args.limit}" if args.limit else ""), file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
