@@ -281,6 +281,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replay: {e}", file=sys.stderr)
         return 2
     print(orjson.dumps(summary).decode())
+    for note in _replay_notes(summary, args.sink):
+        print(f"replay: {note}", file=sys.stderr)
+    if summary["already_complete"]:
+        print(f"replay already complete: the checkpoint {summary['checkpoint']} says every source was sent; nothing "
+              "was sent now (delete the checkpoint to replay from the start)", file=sys.stderr)
+        return 0
     if summary["complete"]:
         print(f"replay complete: {summary['sent_events']:,} events sent in {summary['elapsed_s']} s "
               f"({summary['events_per_s']:,} ev/s), {summary['dead_letter_events']} dead letter(s)", file=sys.stderr)
@@ -288,6 +294,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"replay stopped: {summary['sent_events']:,} events confirmed this run; checkpoint {summary['checkpoint']}; "
           "run the same command to resume", file=sys.stderr)
     return 1
+
+
+def _replay_notes(summary: dict, sink: str) -> list[str]:
+    """What a replay read but did not send to ``sink``, and which times were not the data's."""
+    notes = []
+    if summary["routed_elsewhere_events"]:
+        notes.append(f"{summary['routed_elsewhere_events']:,} event(s) routed by the transforms to other sinks only: "
+                     f"not sent (replay feeds {sink} alone)")
+    if summary["dropped_by_transforms_events"]:
+        notes.append(f"{summary['dropped_by_transforms_events']:,} event(s) dropped by transforms")
+    missing, unreadable = summary["time_missing_events"], summary["time_unreadable_events"]
+    if missing or unreadable:
+        times = ", ".join(f"{path}: {when}" for path, when in summary["fallback_times"].items())
+        notes.append(f"{missing:,} record(s) without _time and {unreadable:,} with an unreadable one (flagged "
+                     f"parse_error, the value kept as body._time) got their file's modification time ({times})")
+    return notes
 
 def _api_url(args: argparse.Namespace) -> str:
     """``--api URL``, else ``api.listen`` of ``-c FILE`` (a wildcard host means loopback)."""

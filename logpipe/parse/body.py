@@ -39,6 +39,7 @@ import msgspec
 
 __all__ = [
     "HEADER_FIELDS",
+    "LEVEL_KEYS",
     "RESERVED",
     "BodyEvent",
     "decode_body",
@@ -69,7 +70,8 @@ _LEVEL_WORDS = {
 }
 SEVERITY_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 _LEVEL_WORDS.update({str(i): name for i, name in enumerate(SEVERITY_LEVELS)})
-_LEVEL_KEYS = ("level", "lvl", "severity", "loglevel")
+LEVEL_KEYS = ("level", "lvl", "severity", "loglevel")  # the first present sets ``level``
+_LEVEL_KEYS = LEVEL_KEYS
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
