@@ -64,53 +64,49 @@ def messages(path) -> list[str]:
     return [orjson.loads(line)["_msg"] for line in path.read_bytes().splitlines()]
 
 
-def test_a_file_moved_away_and_deleted_is_recreated_at_its_path(tmp_path):
-    sink = File("f", FileSink(path="events"), str(tmp_path))
-    live = tmp_path / "events.ndjson"
+def batches_around(tmp_path, rotate, count: int, **config) -> None:
+    """Sends ``count`` lines, lets ``rotate(live_path)`` act as logrotate would, sends as
+    many more, closes."""
+    sink = File("f", FileSink(path="events", **config), str(tmp_path))
 
     async def scenario():
-        await sink.send(batch(0, 3))
-        os.rename(live, tmp_path / "x")
-        os.remove(tmp_path / "x")  # `mv events.ndjson x; rm x`
-        await sink.send(batch(3, 3))
+        await sink.send(batch(0, count))
+        rotate(tmp_path / "events.ndjson")
+        await sink.send(batch(count, count))
         await sink.close()
 
     run_async(scenario)
-    assert messages(live) == ["m3", "m4", "m5"]  # not confirmed into the deleted file
+
+
+def test_a_file_moved_away_and_deleted_is_recreated_at_its_path(tmp_path):
+    def mv_and_rm(live):  # `mv events.ndjson x; rm x`
+        os.rename(live, tmp_path / "x")
+        os.remove(tmp_path / "x")
+
+    batches_around(tmp_path, mv_and_rm, 3)
+    assert messages(tmp_path / "events.ndjson") == ["m3", "m4", "m5"]  # not confirmed into the deleted file
 
 
 def test_logrotate_create_old_lines_stay_in_the_rotated_file_new_ones_go_to_the_path(tmp_path):
-    sink = File("f", FileSink(path="events"), str(tmp_path))
-    live = tmp_path / "events.ndjson"
-
-    async def scenario():
-        await sink.send(batch(0, 3))
+    def create(live):
         os.rename(live, tmp_path / "events.ndjson-20260101")
-        live.touch()  # logrotate `create`
-        await sink.send(batch(3, 3))
-        await sink.close()
+        live.touch()
 
-    run_async(scenario)
+    batches_around(tmp_path, create, 3)
     assert messages(tmp_path / "events.ndjson-20260101") == ["m0", "m1", "m2"]
-    assert messages(live) == ["m3", "m4", "m5"]
+    assert messages(tmp_path / "events.ndjson") == ["m3", "m4", "m5"]
 
 
 def test_copytruncate_the_next_batch_starts_at_the_new_end_and_rotation_counts_from_there(tmp_path):
-    # Each batch of 10 is ~1 KB: two would pass rotate_bytes, one after a truncation does not.
-    sink = File("f", FileSink(path="events", rotate_bytes=1500), str(tmp_path))
-    live = tmp_path / "events.ndjson"
-
-    async def scenario():
-        await sink.send(batch(0, 10))
+    def copytruncate(live):
         shutil.copyfile(live, tmp_path / "events.ndjson.1-copy")
-        os.truncate(live, 0)  # logrotate `copytruncate`
-        await sink.send(batch(10, 10))
-        await sink.close()
+        os.truncate(live, 0)
 
-    run_async(scenario)
-    data = live.read_bytes()
+    # Each batch of 10 is ~1 KB: two would pass rotate_bytes, one after a truncation does not.
+    batches_around(tmp_path, copytruncate, 10, rotate_bytes=1500)
+    data = (tmp_path / "events.ndjson").read_bytes()
     assert b"\0" not in data  # no hole where the old offset was
-    assert messages(live) == [f"m{i}" for i in range(10, 20)]
+    assert messages(tmp_path / "events.ndjson") == [f"m{i}" for i in range(10, 20)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.ndjson", "events.ndjson.1-copy"]  # no early rotation
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import orjson
 
-from .body import LEVEL_KEYS, normalize_level
+from .body import as_msg, level_of
 from .framing import truncate_datagram
 from .syslog import SyslogParser
 from .timestamps import TimeValueReader, format_time
@@ -38,7 +38,6 @@ from .timestamps import TimeValueReader, format_time
 __all__ = ["RecordReader", "dead_letter_event"]
 
 _DEAD_LETTER_KEYS = frozenset({"time", "sink", "error", "response", "event", "event_text"})
-_json_dumps = orjson.dumps
 
 
 def dead_letter_event(record: dict) -> dict | bytes | None:
@@ -112,15 +111,11 @@ class RecordReader:
             event.pop("_msg", None)
             for key in ("msg", "message"):
                 if event.get(key) is not None:
-                    msg = event.pop(key)
-                    event["_msg"] = msg if type(msg) is str else _json_dumps(msg).decode()
+                    event["_msg"] = as_msg(event.pop(key))
                     break
-        for key in LEVEL_KEYS:
-            if key in event:
-                level = normalize_level(event[key])
-                if level is not None:
-                    event["level"] = level
-                break
+        level = level_of(event)
+        if level is not None:
+            event["level"] = level
         given = event.get("_time")
         if given is None:
             self.time_missing += 1
