@@ -49,7 +49,8 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import structlog
 

@@ -16,7 +16,7 @@ import gzip
 import hashlib
 import os
 import sqlite3
-from typing import Iterator
+from collections.abc import Iterator
 
 import orjson
 
