@@ -45,7 +45,7 @@ from .config import (
 )
 from .metrics import Metrics
 from .parse.body import RESERVED, decode_body, normalize_level
-from .parse.timestamps import TimestampResolver, format_time, parse_timezone
+from .parse.timestamps import TimeValueReader
 from .safe_regex import Regex, compile_checked, prefilter
 
 __all__ = ["Transforms", "MAX_KEYS", "condition", "label_of"]
@@ -324,28 +324,10 @@ def _to_bool(v: object) -> object:
 
 
 def _timestamp_converter() -> Callable[[object], object]:
-    rfc3339 = TimestampResolver(parse_timezone("UTC")).rfc3339
-
-    def from_number(n: float) -> object:
-        # Seconds, milliseconds, microseconds or nanoseconds since the epoch, by magnitude.
-        for scale in (1, 1e3, 1e6, 1e9):
-            if abs(n) < 1e11 * scale:
-                return format_time(n / scale)
-        return _MISSING
+    read = TimeValueReader("UTC")
 
     def convert(v: object) -> object:
-        kind = type(v)
-        if kind is int or kind is float:
-            return from_number(v) if math.isfinite(v) else _MISSING  # type: ignore[arg-type]
-        if kind is not str:
-            return _MISSING
-        text = v.strip()  # type: ignore[union-attr]
-        number = _to_float(text)
-        if number is not _MISSING:
-            return from_number(number)  # type: ignore[arg-type]
-        if len(text) < 19 or len(text) > 40:
-            return _MISSING
-        stamp = rfc3339(text if text[10] in "Tt" else text[:10] + "T" + text[11:])
+        stamp = read(v)
         return _MISSING if stamp is None else stamp
 
     return convert

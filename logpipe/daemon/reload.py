@@ -10,6 +10,8 @@ everything new, then swap it in within one event-loop turn, or refuse with reaso
   removed one stops (reading what its connections already sent).
 - Lanes, transforms and the enricher are swapped on the pipeline (it is synchronous, so
   swapping references is atomic between chunks).
+- Every kept sink is asked to ``reopen()`` what it holds by name (the file sink opens its
+  path again), so SIGHUP after logrotate works as operators expect.
 - ``daemon.log_level`` and ``log_format`` apply at once.
 - Refused, with every reason, while nothing is swapped: an invalid file, an unknown
   timezone, an address that cannot be bound, a sink that cannot be built, and the settings
@@ -200,6 +202,9 @@ async def _apply(daemon: Any, new: Config, prepared: _Prepared) -> dict:
         pipeline.hold.reconfigure(new.enrich)
     for name in removed:
         _retire_sink(daemon, name)
+    for name in new.sinks:
+        if name not in added and name not in changed:
+            await units[name].sink.reopen()  # a file rotated by logrotate is opened again by its path
     sources_changed = await _swap_sources(daemon, new, prepared)
     if new.api.address != old.api.address:
         if daemon.api is None:

@@ -54,6 +54,13 @@ def test_announce_sends_one_datagram(tmp_path, signed):
     assert data == {"service": "api", "container_id": "abc", "ttl_s": 30}
 
 
+@pytest.mark.parametrize("to", ["nohostport", "127.0.0.1:", "127.0.0.1:99999"])
+def test_announce_with_a_malformed_address_is_a_usage_error(to):
+    result = logpipe("announce", "--to", to, "service=api")
+    assert result.returncode == 2
+    assert result.stderr.startswith("announce: --to: ") and repr(to) in result.stderr
+
+
 def test_test_command_parses_enriches_and_prints_json_lines(tmp_path):
     (tmp_path / "meta.jsonl").write_text('{"ip": "", "hostname": "api-1", "service": "api"}\n')
     lines = "<14>Nov 21 10:00:00 api-1 app[3]: hello\nnot syslog at all\n"

@@ -308,6 +308,28 @@ def test_tap_prints_events_of_the_running_daemon(daemon):
     assert unknown.returncode == 2 and "no sink named 'nope'" in unknown.stderr
 
 
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"], ids=["daemon-dies", "daemon-stops"])
+def test_tap_exits_1_when_the_daemon_goes_away(tmp_path, how):
+    daemon = DaemonProcess(str(tmp_path), base_config(str(tmp_path)))
+    tap = subprocess.Popen([sys.executable, "-m", "logpipe", "tap", "--api", daemon.api],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: daemon.metric("logpipe_tap_clients", "_") == 1, what="the tap client connected")
+        send_tcp(daemon.tcp, syslog_lines("tapped", 0, 3))
+        if how == "SIGKILL":
+            daemon.kill()
+        else:
+            daemon.stop()
+        out, err = tap.communicate(timeout=20)
+    finally:
+        if tap.poll() is None:
+            tap.kill()
+            tap.wait()
+        daemon.stop()
+    assert tap.returncode == 1, (out, err)
+    assert err.startswith("tap: "), err
+
+
 def test_validate_warns_about_unreachable_sinks_without_failing(tmp_path):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused

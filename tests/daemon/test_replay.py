@@ -243,3 +243,117 @@ batch = {{ max_events = 2000, max_age_ms = 50 }}
         assert [(r["_time"], r["_msg"]) for r in sample] == [("2024-01-26T00:00:00.012345Z", "history 12345")]
     finally:
         server.stop()
+
+
+# --- NDJSON as the live path would have stored it (issue: nothing lost silently) -------------
+
+
+def replay_cli(tmp_path, config_text: str, *argv: str) -> tuple[int, dict, str]:
+    (tmp_path / "c.toml").write_text(config_text)
+    proc = subprocess.run([sys.executable, "-m", "logpipe", "replay", "-c", str(tmp_path / "c.toml"), "--no-progress", *argv],
+                          capture_output=True, text=True, timeout=60)
+    summary = json.loads(proc.stdout.splitlines()[-1]) if proc.stdout.strip() else {}
+    return proc.returncode, summary, proc.stderr
+
+
+def test_ndjson_time_and_message_keys_are_normalized_and_a_cut_first_line_spoils_nothing(tmp_path):
+    source = tmp_path / "export.ndjson"
+    source.write_text(
+        'e":"2020-01-02T03:04:05Z","_msg":"cut at the front"}\n'  # `tail -c` of an export
+        '{"_time": "garbage", "_msg": "bad time"}\n'
+        '{"_msg": "no time"}\n'
+        '{"_time": "2020-01-02 03:04:05+02:00", "message": "message key", "lvl": "WARNING"}\n'
+        '{"_time": 1700000000123, "msg": "msg key"}\n'
+    )
+    os.utime(source, (1_600_000_000, 1_600_000_000))
+    mtime = "2020-09-13T12:26:40.000000Z"
+    code, summary, err = replay_cli(tmp_path, file_config(tmp_path), "--sink", "out", str(source))
+    assert code == 0, err
+    out = read_out(tmp_path)
+    assert [e["_msg"] for e in out] == ['e":"2020-01-02T03:04:05Z","_msg":"cut at the front"}', "bad time", "no time",
+                                        "message key", "msg key"]
+    assert [e["_time"] for e in out] == [mtime, mtime, mtime, "2020-01-02T01:04:05.000000Z", "2023-11-14T22:13:20.123000Z"]
+    assert [e.get("parse_error") for e in out] == ["true", "true", None, None, None]
+    assert out[1]["body._time"] == "garbage" and out[3]["level"] == "warn"
+    assert (summary["sent_events"], summary["time_missing_events"], summary["time_unreadable_events"]) == (5, 1, 1)
+    assert summary["fallback_times"] == {str(source): mtime}
+    assert f"1 record(s) without _time and 1 with an unreadable one" in err and f"{source}: {mtime}" in err
+
+
+ROUTED = """
+[sinks.other]
+type = "file"
+path = "other"
+
+[[transforms]]
+type = "drop"
+field = "_msg"
+contains = "noise"
+
+[[transforms]]
+type = "route"
+routes = [{ when = { field = "_msg", contains = "audit" }, sinks = ["other"] }]
+"""
+
+
+def test_events_routed_to_other_sinks_or_dropped_are_reported_not_sent_silently(tmp_path):
+    source = tmp_path / "a.ndjson"
+    source.write_text("".join(json.dumps({"_time": 1700000000 + i, "_msg": m}) + "\n"
+                              for i, m in enumerate(["app 1", "audit 1", "noise", "app 2", "audit 2"])))
+    code, summary, err = replay_cli(tmp_path, file_config(tmp_path, ROUTED), "--sink", "out", str(source))
+    assert code == 0, err
+    assert [e["_msg"] for e in read_out(tmp_path)] == ["app 1", "app 2"]
+    assert (summary["read_events"], summary["sent_events"], summary["routed_elsewhere_events"],
+            summary["dropped_by_transforms_events"]) == (5, 2, 2, 1)
+    assert "replay: 2 event(s) routed by the transforms to other sinks only: not sent (replay feeds out alone)" in err
+    assert "replay: 1 event(s) dropped by transforms" in err
+    assert not (tmp_path / "data" / "other.ndjson").exists()
+
+
+def test_a_second_run_says_already_complete(tmp_path):
+    write_ndjson(tmp_path / "a.ndjson", 3)
+    code, first, _ = replay_cli(tmp_path, file_config(tmp_path), "--sink", "out", str(tmp_path / "a.ndjson"))
+    assert code == 0 and first["sent_events"] == 3 and not first["already_complete"]
+    code, again, err = replay_cli(tmp_path, file_config(tmp_path), "--sink", "out", str(tmp_path / "a.ndjson"))
+    assert code == 0 and again["already_complete"] and again["sent_events"] == 0
+    assert "replay already complete: the checkpoint" in err and "delete the checkpoint" in err
+
+
+def test_dead_letters_are_replayed_as_their_original_events(tmp_path):
+    from logpipe.deliver import DeadLetters
+
+    events = [{"_time": "2024-05-06T07:08:09.000001Z", "_msg": "refused once", "service": "api", "n": 1},
+              {"_time": "2024-05-06T07:08:09.000002Z", "_msg": "refused twice", "n": 2}]
+    letters = DeadLetters(str(tmp_path / "old"), "vl")
+    letters.write([orjson.dumps(e) for e in events], SendError("400: cannot parse", retryable=False, response="bad"))
+    [path] = [os.path.join(letters.directory, name) for name in os.listdir(letters.directory)]
+    code, summary, err = replay_cli(tmp_path, file_config(tmp_path), "--sink", "out", path)
+    assert code == 0 and summary["sent_events"] == 2, err
+    assert read_out(tmp_path) == events
+
+
+@pytest.mark.victorialogs
+@pytest.mark.skipif(victorialogs_bin() is None, reason="set LOGPIPE_VICTORIALOGS_BIN to a victoria-logs binary")
+def test_every_replayed_ndjson_event_is_stored_by_victorialogs_with_the_time_replay_reports(tmp_path):
+    source = tmp_path / "export.ndjson"
+    source.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"_time": "2024-01-01T00:00:01Z", "_msg": "good", "seq": "1"},
+        {"_time": "garbage", "_msg": "bad time", "seq": "2"},  # VictoriaLogs skipped this one with a 200
+        {"_msg": "no time", "seq": "3"},  # ... and stamped this one with its own clock
+        {"_time": "2024-01-01 00:00:04", "message": "message key", "seq": "4"},
+    ]))
+    os.utime(source, (1_700_000_000, 1_700_000_000))
+    server = VictoriaLogsServer(victorialogs_bin(), str(tmp_path / "vl"))
+    server.start()
+    try:
+        config = f'[daemon]\ndata_dir = "{tmp_path}/data"\n[sinks.vl]\ntype = "victorialogs"\nurl = "{server.url}"\n' \
+                 'batch = { max_events = 100, max_age_ms = 10 }\n'
+        code, summary, err = replay_cli(tmp_path, config, "--sink", "vl", str(source))
+        assert code == 0 and summary["sent_events"] == 4, err
+        rows = sorted(server.query("seq:*"), key=lambda r: r["seq"])
+    finally:
+        server.stop()
+    assert [(r["seq"], r["_time"], r["_msg"]) for r in rows] == [
+        ("1", "2024-01-01T00:00:01Z", "good"), ("2", "2023-11-14T22:13:20Z", "bad time"),
+        ("3", "2023-11-14T22:13:20Z", "no time"), ("4", "2024-01-01T00:00:04Z", "message key")]
+    assert rows[1]["body._time"] == "garbage" and rows[1]["parse_error"] == "true"

@@ -593,6 +593,33 @@ def test_long_control_characters_are_capped_by_encoded_size() -> None:
     assert event["truncated"] == "true" and len(orjson.dumps(event)) <= 4096
 
 
+@pytest.mark.parametrize("text", [
+    pytest.param("\x01" * 60000, id="control-characters-6-bytes-each"),
+    pytest.param('"\\' * 80000, id="quotes-and-backslashes-2-bytes-each"),
+    pytest.param("ok " * 20000 + "\x1f" * 60000, id="text-then-control-characters"),
+    pytest.param("\U0001F600" * 70000, id="4-byte-characters"),
+])
+def test_the_cap_keeps_as_much_text_as_fits_measured_in_encoded_bytes(text) -> None:
+    import orjson
+
+    parser = SyslogParser()  # the default cap: 256 KiB - 4 KiB of encoded JSON
+    event = parser.parse(b"<13>1 - host app - - - " + text.encode(), RECV, IP)
+    size = len(orjson.dumps(event))
+    assert event["truncated"] == "true" and size <= 256 * 1024 - 4096
+    assert event["_msg"] and text.startswith(event["_msg"])
+    one_more = dict(event, _msg=text[: len(event["_msg"]) + 1])
+    assert len(orjson.dumps(one_more)) > 256 * 1024 - 4096  # nothing more would have fit
+
+
+def test_the_cap_never_empties_the_message_for_other_fields() -> None:
+    import orjson
+
+    parser = SyslogParser(max_msg_bytes=4096)
+    event = parser.parse(b'<13>1 - h a - - [x@1 big="' + b"\x01" * 3000 + b'"] ' + b"\x02" * 3000, RECV, IP)
+    assert event["_msg"] and set(event["_msg"]) == {"\x02"} and "x@1.big" not in event
+    assert len(orjson.dumps(event)) <= 4096
+
+
 def test_long_json_body_too_big_with_fields_keeps_capped_text() -> None:
     import orjson
 

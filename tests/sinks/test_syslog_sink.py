@@ -69,6 +69,11 @@ def test_message_round_trips_through_an_rfc5424_parser():
     [
         pytest.param({"_msg": "x"}, b"<14>1 - - - - - - ", id="nothing-known-is-nil"),
         pytest.param({"_msg": "x", "level": "warn"}, b"<12>1 - - - - - [", id="severity-from-level"),
+        pytest.param({"_msg": "x", "severity": "notice", "level": "error"}, b'<11>1 - - - - - [logpipe@32473 severity="notice" level="error"] ',
+                     id="severity-from-the-normalized-level-not-the-pri"),
+        pytest.param({"_msg": "x", "severity": "err", "level": "error"}, b'<11>1 - - - - - [logpipe@32473 level="error"] ',
+                     id="severity-agreeing-with-the-level-is-not-repeated"),
+        pytest.param({"_msg": "x", "severity": "crit", "level": "odd"}, b"<10>1 - - - - - [", id="unknown-level-falls-back-to-severity"),
         pytest.param({"_msg": "x", "source_ip": "1.2.3.4"}, b"<14>1 - 1.2.3.4 - - - [", id="hostname-from-source-ip"),
         pytest.param({"_msg": "x", "_time": "2024-01-01T00:00:00Z"}, b"<14>1 2024-01-01T00:00:00Z - ", id="no-fraction"),
         pytest.param({"_msg": "x", "_time": "yesterday"}, b"<14>1 - - ", id="bad-time-is-nil"),
@@ -370,7 +375,8 @@ batch = {{ max_events = 100, max_age_ms = 20 }}
         wait_until(lambda: daemon.stats().get("metadata_entries") == 1, what="announcement applied")
         with socket.create_connection(daemon.tcp) as tcp:
             tcp.sendall(b"".join(
-                b"<134>Mar  5 06:07:08 shop-1 app[9]: " + orjson.dumps({"msg": f"e2e {i}", "order": i}) + b"\n"
+                b"<134>Mar  5 06:07:08 shop-1 app[9]: "
+                + orjson.dumps({"msg": f"e2e {i}", "order": i, **({"level": "error"} if i == 3 else {})}) + b"\n"
                 for i in range(200)
             ))
         wait_until(lambda: len([x for x in syslog_ng.lines() if x[7].startswith("e2e ")]) >= 200, timeout=30,
@@ -383,3 +389,7 @@ batch = {{ max_events = 100, max_age_ms = 20 }}
     assert (host, program, pid, pri) == ("shop-1", "app", "9", "134")
     assert 'order="7"' in sdata and 'service="checkout"' in sdata and 'container_id="3f2a9c1b7d4e"' in sdata
     assert sdata.startswith(f"[{SD_ID} ")
+    # A JSON "level":"error" line goes out as err, not as its PRI's info: a SIEM filtering
+    # on severity sees it; the PRI's own severity stays in the structured data.
+    pri, sdata = lines["e2e 3"][4], lines["e2e 3"][6]
+    assert pri == str(16 * 8 + 3) and 'severity="info"' in sdata and 'level="error"' in sdata
