@@ -4,4 +4,15 @@ HTTP destinations) live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import pytest
+import structlog
+
 from .clickhouse_server import clickhouse  # noqa: F401 - a ClickHouse 18.16 server per test that asks
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults():
+    """A test that configures logging (a reload of log_level, the CLI in-process) must not
+    change where the next test's logs go."""
+    yield
+    structlog.reset_defaults()

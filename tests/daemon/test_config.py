@@ -94,3 +94,42 @@ def test_missing_file_is_a_config_error(tmp_path):
 @pytest.mark.parametrize("text,expected", [("0.0.0.0:514", ("0.0.0.0", 514)), ("[::]:5514", ("::", 5514))])
 def test_parse_address(text, expected):
     assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.toml")))
+def test_example_configs_run(name, tmp_path):
+    """Each shipped config starts, binds every listener it names and stops. Only what this
+    machine cannot give it changes: listeners move to 127.0.0.1 port 0 (the real ports may be
+    taken or privileged), data_dir and relative paths go under tmp, files it reads are made."""
+    import msgspec
+
+    from logpipe.daemon.app import Daemon
+
+    from ..helpers import run_async
+
+    replace = msgspec.structs.replace
+    config = load(str(ROOT / "config" / name))
+
+    def loopback(source):
+        changes = {key: "127.0.0.1:0" for key, _, _ in source.listeners()}
+        return replace(source, **changes) if changes else source
+
+    config = replace(
+        config,
+        daemon=replace(config.daemon, data_dir=str(tmp_path), shutdown_timeout_s=1),
+        api=replace(config.api, listen="127.0.0.1:0"),
+        sources={n: loopback(s) for n, s in config.sources.items()},
+    )
+
+    async def scenario():
+        daemon = Daemon(config)
+        await daemon.start()
+        try:
+            bound = {f"{n}.{k}" for n, s in daemon.graph.sources.items() for k in s.addresses}
+            expected = {f"{n}.{k}" for n, s in config.sources.items() for k, _, _ in s.listeners()}
+            assert bound == expected
+            assert set(daemon.sinks) == set(config.sinks)
+        finally:
+            await daemon.shutdown()
+
+    run_async(scenario, timeout=30)
