@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if worker is None:
             await Daemon(config, config_path=args.config).run()
             return
-        from .daemon.supervisor import apply_worker_overrides, serve_worker_channel
+        from .daemon.worker import apply_worker_overrides, serve_worker_channel
 
         structlog.contextvars.bind_contextvars(worker=worker)
         ports = dict(_worker_port(p) for p in args.worker_port)
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     run.add_argument("-c", "--config", required=True)
-    # Internal: how a daemon.workers > 1 supervisor starts its workers (logpipe/daemon/supervisor.py).
+    # Internal: how a daemon.workers > 1 supervisor starts its workers (logpipe/daemon/supervisor.py, worker.py).
     run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)

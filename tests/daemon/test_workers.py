@@ -14,7 +14,7 @@ import urllib.request
 
 import orjson
 
-from logpipe.daemon.supervisor import sum_prometheus
+from logpipe.daemon.aggregate import sum_prometheus
 
 from ..helpers import DaemonProcess, wait_until
 
