@@ -77,7 +77,7 @@ def apply_worker_overrides(config: Config, index: int, ports: dict[str, int]) ->
                 if address and f"{name}.{key}" in ports:
                     source = replace(source, **{key: _with_port(address, ports[f"{name}.{key}"])})
         elif isinstance(source, MetadataSource):
-            source = replace(source, udp=None)  # the supervisor owns announcements
+            source = replace(source, udp=None, nats=None)  # the supervisor owns announcements
         sources[name] = source
     sinks = {}
     for name, sink in config.sinks.items():
@@ -191,7 +191,7 @@ class Supervisor:
 
         # The supervisor's own graph is only its metadata sources, feeding the forwarding table.
         graph = Graph(config, self.metrics, self.table, None, None, {}, {})  # type: ignore[arg-type]
-        self.announcers = [build_source(name, m, graph) for name, m in metadata.items() if m.udp]
+        self.announcers = [build_source(name, m, graph) for name, m in metadata.items() if m.udp or m.nats]
         family = self.metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
         for result in RESULTS:
             family.labels(result)
