@@ -94,9 +94,11 @@ class NatsSource(_SourceBase, tag="nats"):
     consumer: str = "logpipe"
     filter_subject: str | None = None  # only these subjects of the stream (wildcards allowed)
     # Messages asked for per pull, and held unacknowledged at most (waiting for sinks with a
-    # memory buffer to confirm; disk-buffered events are acknowledged once written).
+    # memory buffer to confirm; disk-buffered events are acknowledged once written). Held
+    # messages x events per message must cover a memory-buffered sink's batch.max_events, or
+    # each of its batches waits for max_age_ms.
     fetch_messages: PositiveInt = 256
-    max_in_flight: PositiveInt = 2048
+    max_in_flight: PositiveInt = 10_000
     # The server redelivers a message not acknowledged within this time (to any shipper);
     # logpipe keeps held messages alive with progress notices, so only a dead shipper's expire.
     ack_wait_s: Seconds = 30.0
