@@ -29,6 +29,7 @@ import re
 import secrets
 from typing import Any
 
+import msgspec
 import orjson
 import structlog
 
@@ -46,23 +47,49 @@ _HEADER_ROOM = 256  # Nats-Msg-Id and the protocol line, within max_payload
 
 
 class SubjectTemplate:
-    """``logs.{service}`` -> the subject of one event (None: a field is missing)."""
+    """``logs.{service}`` -> the subject of one encoded event (None: a field is missing).
+
+    Only the template's fields are decoded (a msgspec Struct of just those, ~0.3 us a
+    record instead of ~7 us for a whole-event decode) and each value's token is cached."""
+
+    _CACHE_MAX = 10_000
 
     def __init__(self, template: str, default: str | None) -> None:
         self.template = template
         self.default = default or template
         self.fields = _FIELD.findall(template)
         self._parts = _FIELD.split(template)  # text, field, text, field, ..., text
+        wanted = msgspec.defstruct("TemplateFields", [
+            (f"f{i}", object, msgspec.field(default=None, name=name)) for i, name in enumerate(self.fields)])
+        self._decode = msgspec.json.Decoder(wanted).decode
+        self._tokens: dict[Any, str | None] = {}
 
-    def render(self, event: dict) -> str | None:
-        parts = self._parts
-        out = [parts[0]]
-        for i in range(1, len(parts), 2):
-            value = event.get(parts[i])
+    def _token(self, value: Any) -> str | None:
+        token = self._tokens.get(value) if type(value) is str else None
+        if token is None:
             if value is None or value == "" or isinstance(value, (dict, list)):
                 return None
-            out.append(_UNSAFE.sub("_", value if isinstance(value, str) else str(value)))
-            out.append(parts[i + 1])
+            if type(value) is not str:
+                return _UNSAFE.sub("_", str(value))
+            token = _UNSAFE.sub("_", value)
+            if len(self._tokens) >= self._CACHE_MAX:
+                self._tokens.clear()
+            self._tokens[value] = token
+        return token
+
+    def render_record(self, record: bytes) -> str | None:
+        try:
+            found = self._decode(record)
+        except msgspec.DecodeError:
+            return None
+        parts = self._parts
+        out = [parts[0]]
+        for i in range(len(self.fields)):
+            token = self._token(getattr(found, f"f{i}"))
+            if token is None:
+                return None
+            out.append(token)
+            out.append(parts[2 * i + 2])
         return "".join(out)
 
 
@@ -231,7 +258,7 @@ class Nats(Sink):
         else:
             fallback = 0
             for record in records:
-                subject = template.render(orjson.loads(record))
+                subject = template.render_record(record)
                 if subject is None:
                     subject = template.default
                     fallback += 1
