@@ -3,10 +3,11 @@
 them back through a durable pull consumer) and ``[sources.NAME.nats]`` on a metadata source
 (announcements shared over a subject).
 
-All three connect the same way, so each carries the same connection keys (msgspec Structs
-cannot combine two field-carrying bases, so the keys are listed on each): ``servers``,
+All three connect the same way, so each carries the same connection keys: ``servers``,
 ``tls``, one kind of credentials (``token*``, ``user`` + ``password*``, ``nkey_seed_file`` or
-``creds_file``) and ``connect_timeout_s``. ``connection_problem`` checks them alike.
+``creds_file``) and ``connect_timeout_s``. msgspec Structs cannot combine two field-carrying
+bases, so ``with_connection(base)`` makes a base of each kind (sink, source, table) that
+adds ``CONNECTION_FIELDS``; ``connection_problem`` checks them alike.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from msgspec import Meta, field
+from msgspec import Meta, defstruct, field
 
 from .base import Base, check_secret_sources
 
 __all__ = ["NatsTls", "MetadataNats", "Seconds", "connection_problem", "default_stream_subjects", "sink_fields_check",
-           "source_fields_check"]
+           "source_fields_check", "with_connection"]
 
 _SERVER = re.compile(r"^(nats|tls)://[^/\s]+$")
 # A subject is dot-separated tokens; a template token may be ``{field}`` or text around it.
@@ -36,6 +37,23 @@ class NatsTls(Base):
     cert: str | None = None  # client certificate, when the servers ask for one
     key: str | None = None
     server_name: str | None = None  # to verify instead of each server URL's host
+
+
+CONNECTION_FIELDS = [
+    ("servers", list[str], field(default_factory=lambda: ["nats://127.0.0.1:4222"])),
+    ("tls", NatsTls | None, None),
+    *((key, str | None, None) for key in (
+        "token", "token_file", "token_env", "user", "password", "password_file", "password_env",
+        "nkey_seed_file",  # an NKey seed file (the nkeys package)
+        "creds_file",  # a JWT .creds file (decentralized auth)
+    )),
+    ("connect_timeout_s", Seconds, 5.0),  # per server, at the first connection
+]
+
+
+def with_connection(base: type, name: str) -> Any:
+    """``base`` plus the connection keys, as a base class for one kind of NATS config."""
+    return defstruct(name, CONNECTION_FIELDS, bases=(base,), kw_only=True, module=__name__)
 
 
 def connection_problem(config: Any) -> str | None:
@@ -119,23 +137,11 @@ def source_fields_check(config: Any) -> None:
         raise ValueError("max_in_flight: must be at least fetch_messages")
 
 
-class MetadataNats(Base):
+class MetadataNats(with_connection(Base, "_MetadataNatsBase")):  # type: ignore[misc]
     """``[sources.NAME.nats]``: accepted UDP announcements are published here (the datagram
     as received, so every daemon verifies its HMAC itself) and the subject is subscribed."""
 
-    servers: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     subject: str = "logpipe.announcements"
-    tls: NatsTls | None = None
-    token: str | None = None
-    token_file: str | None = None
-    token_env: str | None = None
-    user: str | None = None
-    password: str | None = None
-    password_file: str | None = None
-    password_env: str | None = None
-    nkey_seed_file: str | None = None
-    creds_file: str | None = None
-    connect_timeout_s: Seconds = 5.0
 
     def __post_init__(self) -> None:
         problem = connection_problem(self)

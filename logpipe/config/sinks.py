@@ -17,7 +17,7 @@ from .base import (
     check_address,
     check_secret_sources,
 )
-from .nats import NatsTls, Seconds, sink_fields_check
+from .nats import Seconds, sink_fields_check, with_connection
 
 class _SinkBase(Base, tag_field="type"):
     batch: Batch = field(default_factory=Batch)
@@ -169,12 +169,11 @@ class ElasticsearchSink(_SinkBase, tag="elasticsearch"):
             raise ValueError(f"index: expected text with {{field}} parts, got {self.index!r}")
 
 
-class NatsSink(_SinkBase, tag="nats"):
+class NatsSink(with_connection(_SinkBase, "_NatsSinkBase"), tag="nats"):  # type: ignore[misc]
     """Events into a JetStream stream (sinks/nats.py); config/nats.py has the shared checks."""
 
     # Larger batches than an HTTP sink's need not wait: a batch is many small publishes.
     batch: Batch = field(default_factory=lambda: Batch(max_events=5000, max_bytes=4_000_000, max_age_ms=200))
-    servers: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     # A subject, or a template over event fields (``logs.{service}``); each value becomes one
     # token (``.``, ``*``, ``>`` and spaces turn into ``_``).
     subject: str = "logs"
@@ -193,17 +192,6 @@ class NatsSink(_SinkBase, tag="nats"):
     stream_retention: Literal["workqueue", "limits", "interest"] = "workqueue"
     stream_max_bytes: NonNegativeInt = 0  # 0: no limit; else publishes are refused (retried) when full
     stream_max_age_s: NonNegativeInt = 0  # 0: no limit
-    tls: NatsTls | None = None
-    token: str | None = None
-    token_file: str | None = None
-    token_env: str | None = None
-    user: str | None = None
-    password: str | None = None
-    password_file: str | None = None
-    password_env: str | None = None
-    nkey_seed_file: str | None = None
-    creds_file: str | None = None
-    connect_timeout_s: Seconds = 5.0
 
     def __post_init__(self) -> None:
         sink_fields_check(self)

@@ -23,7 +23,7 @@ from .base import (
     check_secret_sources,
     parse_address,
 )
-from .nats import MetadataNats, NatsTls, Seconds, source_fields_check
+from .nats import MetadataNats, Seconds, source_fields_check, with_connection
 
 _ANY = ["0.0.0.0/0", "::/0"]
 
@@ -85,10 +85,9 @@ class MetadataSource(_SourceBase, tag="metadata"):
         return [("udp", "udp", self.udp)] if self.udp else []
 
 
-class NatsSource(_SourceBase, tag="nats"):
+class NatsSource(with_connection(_SourceBase, "_NatsSourceBase"), tag="nats"):  # type: ignore[misc]
     """Events from a JetStream stream through a durable pull consumer (sources/nats.py)."""
 
-    servers: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     stream: str = "LOGS"
     # The durable consumer: every shipper naming the same one shares (splits) the stream.
     consumer: str = "logpipe"
@@ -104,17 +103,6 @@ class NatsSource(_SourceBase, tag="nats"):
     ack_wait_s: Seconds = 30.0
     # Used when logpipe creates the consumer; an existing consumer keeps its own settings.
     max_ack_pending: PositiveInt = 20_000
-    tls: NatsTls | None = None
-    token: str | None = None
-    token_file: str | None = None
-    token_env: str | None = None
-    user: str | None = None
-    password: str | None = None
-    password_file: str | None = None
-    password_env: str | None = None
-    nkey_seed_file: str | None = None
-    creds_file: str | None = None
-    connect_timeout_s: Seconds = 5.0
 
     def __post_init__(self) -> None:
         source_fields_check(self)
