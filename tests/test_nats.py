@@ -393,3 +393,31 @@ def test_created_stream_subjects_cover_the_template_and_the_default():
     assert default_stream_subjects("logs.{service}", "logs.other") == ["logs.*"]
     assert default_stream_subjects("logs.{service}", "other") == ["logs.*", "other"]
     assert default_stream_subjects("logs", None) == ["logs"]
+
+
+def test_a_reload_adds_a_nats_source_and_a_change_reconnects_it(nats_server, tmp_path):
+    servers = [nats_server.url]
+    base = shipper_config(str(tmp_path / "s"), servers)
+    without = base.replace(base[base.index("[sources.jetstream]"):base.index("[sinks.out]")], "")
+    out = str(tmp_path / "s" / "out.ndjson")
+
+    async def scenario():
+        import nats
+
+        client = await nats.connect(servers)
+        daemon = Daemon(loads(without))
+        await daemon.start()
+        try:
+            js = client.jetstream()
+            await js.add_stream(name="LOGS", subjects=["logs.>"])
+            await js.publish("logs.a", b'{"_msg": "one", "seq": 1}\n')
+            assert await daemon.reload(loads(base)) == []
+            await await_until(lambda: sequences(out) == [1], 10, "the added source to consume")
+            assert await daemon.reload(loads(base.replace("fetch_messages = 32", "fetch_messages = 8"))) == []
+            await js.publish("logs.a", b'{"_msg": "two", "seq": 2}\n')
+            await await_until(lambda: sorted(sequences(out)) == [1, 2], 10, "the changed source to consume")
+        finally:
+            await client.close()
+            await daemon.shutdown()
+
+    run_async(scenario, timeout=60)

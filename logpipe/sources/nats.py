@@ -146,9 +146,12 @@ class NatsConsumer:
         return {}
 
     async def reconfigure(self, config: NatsSource, bound: dict) -> None:
-        if config == self.config:
+        """A reload: an added source starts; a changed one stops (its held messages get
+        their sinks' confirmation first) and connects again with the new settings."""
+        if config == self.config and self._client is not None:
             return
-        await self.stop()
+        if self._client is not None:
+            await self.stop()
         self.config = config
         await self.start()
 
