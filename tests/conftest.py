@@ -8,6 +8,7 @@ import pytest
 import structlog
 
 from .clickhouse_server import clickhouse  # noqa: F401 - a ClickHouse 18.16 server per test that asks
+from .nats_server import nats_cluster, nats_server  # noqa: F401 - nats-server with JetStream: one node, three
 
 
 @pytest.fixture(autouse=True)

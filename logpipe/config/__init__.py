@@ -34,10 +34,12 @@ from .base import (
     read_secret,
 )
 from .errors import collect, render
-from .sinks import ClickHouseSink, ElasticsearchSink, FileSink, SinkConfig, SyslogSink, VictoriaLogsSink
+from .nats import MetadataNats, NatsTls
+from .sinks import ClickHouseSink, ElasticsearchSink, FileSink, NatsSink, SinkConfig, SyslogSink, VictoriaLogsSink
 from .sources import (
     SOURCE_TYPES,
     MetadataSource,
+    NatsSource,
     SourceConfig,
     SyslogSource,
     address_problems,
@@ -81,6 +83,10 @@ __all__ = [
     "SyslogSink",
     "ElasticsearchSink",
     "SinkConfig",
+    "NatsSink",
+    "NatsSource",
+    "NatsTls",
+    "MetadataNats",
     "Condition",
     "DropTransform",
     "RedactTransform",

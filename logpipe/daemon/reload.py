@@ -144,7 +144,7 @@ async def _prepare(daemon: Any, new: Config, prepared: _Prepared) -> None:
         prepared.enricher = Enricher(graph.table, new.enrich.pairs(), graph.metrics)
     for name, sink_config in new.sinks.items():
         if old.sinks.get(name) != sink_config:
-            sink = build_sink(name, sink_config, new.daemon.data_dir)
+            sink = build_sink(name, sink_config, new.daemon.data_dir, daemon.graph.metrics)
             prepared.sinks[name] = sink
             await sink.start()
     for name, source_config in new.sources.items():

@@ -127,7 +127,7 @@ class Supervisor:
 
         # The supervisor's own graph is only its metadata sources, feeding the forwarding table.
         graph = Graph(config, self.metrics, self.table, None, None, {}, {})  # type: ignore[arg-type]
-        self.announcers = [build_source(name, m, graph) for name, m in metadata.items() if m.udp]
+        self.announcers = [build_source(name, m, graph) for name, m in metadata.items() if m.udp or m.nats]
         family = self.metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
         for result in RESULTS:
             family.labels(result)

@@ -43,7 +43,7 @@ def apply_worker_overrides(config: Config, index: int, ports: dict[str, int]) ->
                 if address and f"{name}.{key}" in ports:
                     source = replace(source, **{key: _with_port(address, ports[f"{name}.{key}"])})
         elif isinstance(source, MetadataSource):
-            source = replace(source, udp=None)  # the supervisor owns announcements
+            source = replace(source, udp=None, nats=None)  # the supervisor owns announcements
         sources[name] = source
     sinks = {}
     for name, sink in config.sinks.items():
