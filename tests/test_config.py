@@ -65,7 +65,7 @@ def test_every_problem_is_reported_with_its_path_and_line():
     assert 'sources.syslog.tcp: expected "HOST:PORT", got "nonsense" (line 4)' in problems
     assert any(p.startswith("enrich.match_on: ") for p in problems)
     assert any(p.startswith("sinks.ch.default_table: required") for p in problems)
-    assert 'sinks.k.type: expected one of victorialogs, clickhouse, file, syslog, elasticsearch, got "kafka" (line 19)' in problems
+    assert 'sinks.k.type: expected one of victorialogs, clickhouse, file, syslog, elasticsearch, logpipe, got "kafka" (line 19)' in problems
     assert len(problems) == 8
 
 

@@ -186,10 +186,10 @@ def test_reload_adds_changes_and_removes_sources_while_another_streams(tmp_path)
         pytest.param('[api]\nlisten = "127.0.0.1:6002"\n[sources.s]\ntype = "syslog"\ntcp = "127.0.0.1:6002"\n',
                      "sources.s.tcp: 127.0.0.1:6002 (tcp) is already bound by api.listen = 127.0.0.1:6002",
                      id="syslog-on-the-api-port"),
-        pytest.param('[sources.x]\ntype = "kafka"\n', 'sources.x.type: expected one of syslog, metadata, got "kafka"',
+        pytest.param('[sources.x]\ntype = "kafka"\n', 'sources.x.type: expected one of syslog, metadata, http, got "kafka"',
                      id="unknown-type-lists-known"),
         pytest.param('[sources.edge]\ntcp = "127.0.0.1:0"\n',
-                     "sources.edge.type: required key is missing (known types: syslog, metadata)", id="no-type"),
+                     "sources.edge.type: required key is missing (known types: syslog, metadata, http)", id="no-type"),
     ],
 )
 def test_source_config_problems_name_the_keys(tables, expected):

@@ -34,9 +34,10 @@ from .base import (
     read_secret,
 )
 from .errors import collect, render
-from .sinks import ClickHouseSink, ElasticsearchSink, FileSink, SinkConfig, SyslogSink, VictoriaLogsSink
+from .sinks import ClickHouseSink, ElasticsearchSink, FileSink, LogpipeSink, SinkConfig, SyslogSink, VictoriaLogsSink
 from .sources import (
     SOURCE_TYPES,
+    HttpSource,
     MetadataSource,
     SourceConfig,
     SyslogSource,
@@ -69,6 +70,7 @@ __all__ = [
     "Api",
     "SyslogSource",
     "MetadataSource",
+    "HttpSource",
     "SourceConfig",
     "SOURCE_TYPES",
     "Tls",
@@ -80,6 +82,7 @@ __all__ = [
     "FileSink",
     "SyslogSink",
     "ElasticsearchSink",
+    "LogpipeSink",
     "SinkConfig",
     "Condition",
     "DropTransform",

@@ -17,7 +17,7 @@ import os
 from typing import Any, Callable
 
 from ..buffer.base import Buffer
-from ..config import Config, MetadataSource, SourceConfig, SyslogSource, read_secret
+from ..config import Config, HttpSource, MetadataSource, SourceConfig, SyslogSource, read_secret
 from ..deliver import DeadLetters, Deliverer
 from ..enrich import Enricher, MetadataTable
 from ..hold import Hold
@@ -109,6 +109,10 @@ def build_source(name: str, config: SourceConfig, graph: Graph, *, reuse_port: b
 
         secret = read_secret(config.secret, config.secret_file, config.secret_env, f"sources.{name}.secret")
         return MetadataListener(name, config, graph.table, graph.metrics, secret=secret)
+    if isinstance(config, HttpSource):
+        from ..sources.http import HttpListener
+
+        return HttpListener(name, config, graph.pipeline, graph.metrics, reuse_port=reuse_port)
     raise ValueError(f"sources.{name}: unsupported type")  # pragma: no cover - config rejects it
 
 
