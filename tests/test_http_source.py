@@ -273,7 +273,7 @@ buffer = { max_bytes = 2000 }
         assert hop.requests("503") == 1
         await await_until(lambda: len(stored(tmp_path)) == 20, what="the first request in the healthy sink")
 
-    run_hop(text, scenario)
+    run_hop(text.replace("shutdown_timeout_s = 5", "shutdown_timeout_s = 1"), scenario)  # the stuck sink never delivers
     assert "refused" not in {e["_msg"] for e in stored(tmp_path)}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import ClickHouseSink, ElasticsearchSink, FileSink, SinkConfig, SyslogSink, VictoriaLogsSink
+from ..config import ClickHouseSink, ElasticsearchSink, FileSink, LogpipeSink, SinkConfig, SyslogSink, VictoriaLogsSink
 from .base import SendError, Sink
 
 __all__ = ["SendError", "Sink", "build"]
@@ -29,4 +29,8 @@ def build(name: str, config: SinkConfig, data_dir: str) -> Sink:
         from .elasticsearch import Elasticsearch
 
         return Elasticsearch(name, config)
+    if isinstance(config, LogpipeSink):
+        from .logpipe import Logpipe
+
+        return Logpipe(name, config)
     raise ValueError(f"sinks.{name}: unsupported type")  # pragma: no cover - config rejects it
