@@ -313,6 +313,22 @@ def test_reload_refuses_a_tls_change(tmp_path):
     run_hop(aggregator(str(tmp_path)), scenario)
 
 
+def test_a_certificate_that_cannot_be_loaded_stops_the_start_naming_the_key(tmp_path):
+    from logpipe.sources.base import BindError
+
+    config = loads(aggregator(str(tmp_path), source=f'tls = {{ cert = "{tmp_path}/none.pem", key = "{tmp_path}/none.key" }}'))
+
+    async def main():
+        daemon = Daemon(config)
+        try:
+            with pytest.raises(BindError, match=r"^sources\.agents\.tls: cannot load .*none\.pem"):
+                await daemon.start()
+        finally:
+            await daemon.shutdown()
+
+    run_async(main, timeout=20)
+
+
 @pytest.mark.parametrize(
     "table, expected",
     [

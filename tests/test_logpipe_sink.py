@@ -20,35 +20,8 @@ from logpipe.sinks.base import SendError
 from logpipe.sinks.logpipe import Logpipe
 
 from .helpers import await_until, run_async
-from .test_http_source import stored
-
-TOKEN = "agent-token"
-
-
-def aggregator_config(data_dir: str, source: str = "", extra: str = "") -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-shutdown_timeout_s = 5
-
-[api]
-listen = "127.0.0.1:0"
-
-[sources.agents]
-type = "http"
-listen = "127.0.0.1:0"
-token = "{TOKEN}"
-{source}
-
-[enrich]
-hold_ms = 0
-
-[sinks.out]
-type = "file"
-path = "out"
-batch = {{ max_age_ms = 20 }}
-{extra}
-"""
+from .test_http_source import TOKEN, stored
+from .test_http_source import aggregator as aggregator_config
 
 
 def agent_config(data_dir: str, url: str, sink: str = "") -> str:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ssl
 import time
 from typing import Any
 
@@ -48,9 +47,9 @@ from ..metrics import Metrics
 from ..parse.events import BadBody, BodyTooLarge, decode_events, gunzip
 from ..parse.timestamps import format_time
 from ..pipeline import Pipeline
-from .base import BindError, bind_or_explain, show_address
+from .base import bind_or_explain, show_address
 from .net import AllowList, tcp_socket
-from .syslog import tls_context
+from .syslog import listener_tls_context
 
 __all__ = ["HttpListener", "STATUSES"]
 
@@ -140,14 +139,7 @@ class HttpListener:
 
     async def _serve(self, sock: Any) -> None:
         tls = self.config.tls
-        context: ssl.SSLContext | None = None
-        if tls is not None:
-            try:
-                context = tls_context(tls)
-            except (OSError, ssl.SSLError) as e:
-                sock.close()
-                raise BindError(f"sources.{self.name}.tls: cannot load {tls.cert}, {tls.key}"
-                                f"{', ' + tls.client_ca if tls.client_ca else ''}: {e.strerror or e}") from None
+        context = listener_tls_context(f"sources.{self.name}.tls", tls, sock) if tls is not None else None
         if self._web is None:
             _quiet_bad_http_requests()
             self._web = web.Server(self._handle, auto_decompress=False, access_log=None)
