@@ -5,6 +5,7 @@ nothing of the body being stored."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -283,6 +284,31 @@ def test_an_empty_post_is_an_empty_200_for_probes(tmp_path):
         assert (status, answer) == (200, {"accepted": 0}) and hop.requests("200") == 1
 
     run_hop(aggregator(str(tmp_path)), scenario)
+
+
+def test_expect_100_continue_is_answered_only_when_the_body_is_wanted(tmp_path):
+    body = b'{"_msg": "after continue"}\n'
+
+    async def request(hop: Hop, token: str) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(*hop.daemon.graph.sources["agents"].addresses["listen"])
+        writer.write(b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n"
+                     b"Expect: 100-continue\r\n\r\n" % (PATH.encode(), token.encode(), len(body)))
+        await writer.drain()
+        return await reader.readuntil(b"\r\n\r\n"), reader, writer
+
+    async def scenario(hop: Hop):
+        head, reader, writer = await request(hop, TOKEN)
+        assert head.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(body)
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        writer.close()
+        head, _, writer = await request(hop, "wrong")  # refused before the body is sent
+        assert head.startswith(b"HTTP/1.1 401")
+        writer.close()
+        await await_until(lambda: stored(tmp_path), what="stored")
+
+    run_hop(aggregator(str(tmp_path)), scenario)
+    assert [e["_msg"] for e in stored(tmp_path)] == ["after continue"]
 
 
 def test_reload_moves_the_listener_and_changes_the_path(tmp_path):
