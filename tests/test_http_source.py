@@ -368,6 +368,11 @@ def test_a_certificate_that_cannot_be_loaded_stops_the_start_naming_the_key(tmp_
     ],
 )
 def test_http_source_config_problems_name_the_key(table, expected):
+    assert_problem(f'[sources.in]\ntype = "http"\n{table}\n[sinks.f]\ntype = "file"\n', expected)
+
+
+def assert_problem(text: str, expected: str) -> None:
+    """``text`` is refused, and one of its problems starts with ``expected``."""
     with pytest.raises(ConfigError) as caught:
-        loads(f'[sources.in]\ntype = "http"\n{table}\n[sinks.f]\ntype = "file"\n')
+        loads(text)
     assert any(p.startswith(expected) for p in caught.value.problems), caught.value.problems
