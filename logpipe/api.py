@@ -22,6 +22,7 @@ from aiohttp import web
 
 from .config import parse_address
 from .metrics import Metrics
+from .sources.net import quiet_bad_http_requests
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Pipeline
@@ -196,7 +197,7 @@ class ApiServer:
     before the old closes), stopped last."""
 
     def __init__(self, daemon: Control) -> None:
-        _quiet_bad_http_requests()
+        quiet_bad_http_requests()
         self.tap_hub = TapHub(daemon.pipeline, daemon.metrics)
         self._runner = web.AppRunner(build_app(daemon, self.tap_hub), access_log=None, handle_signals=False)
         self._site: web.TCPSite | None = None
@@ -238,20 +239,3 @@ class ApiServer:
     async def stop(self) -> None:
         self.tap_hub.close()
         await self._runner.cleanup()
-
-
-def _quiet_bad_http_requests() -> None:
-    """aiohttp logs a traceback for every malformed request a client sends; that is the
-    client's problem, and a flood of them would flood our logs. Real handler errors stay."""
-    import logging
-
-    from aiohttp.http_exceptions import HttpProcessingError
-
-    class _DropClientErrors(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            exc = record.exc_info[1] if record.exc_info else None
-            return not isinstance(exc, HttpProcessingError)
-
-    server_logger = logging.getLogger("aiohttp.server")
-    if not any(type(f).__name__ == "_DropClientErrors" for f in server_logger.filters):
-        server_logger.addFilter(_DropClientErrors())

@@ -182,7 +182,7 @@ class DaemonProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"logpipe exited with {self.proc.returncode}: {self.events[-5:]}")
         for event in list(self.events):
-            if event.get("event") == "listening" and event.get("protocol") == "http":
+            if event.get("event") == "listening" and event.get("component") == "api":
                 return event["address"]
         return None
 

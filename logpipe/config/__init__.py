@@ -35,9 +35,19 @@ from .base import (
 )
 from .errors import collect, render
 from .nats import MetadataNats, NatsTls
-from .sinks import ClickHouseSink, ElasticsearchSink, FileSink, NatsSink, SinkConfig, SyslogSink, VictoriaLogsSink
+from .sinks import (
+    ClickHouseSink,
+    ElasticsearchSink,
+    FileSink,
+    LogpipeSink,
+    NatsSink,
+    SinkConfig,
+    SyslogSink,
+    VictoriaLogsSink,
+)
 from .sources import (
     SOURCE_TYPES,
+    HttpSource,
     MetadataSource,
     NatsSource,
     SourceConfig,
@@ -71,6 +81,7 @@ __all__ = [
     "Api",
     "SyslogSource",
     "MetadataSource",
+    "HttpSource",
     "SourceConfig",
     "SOURCE_TYPES",
     "Tls",
@@ -82,6 +93,7 @@ __all__ = [
     "FileSink",
     "SyslogSink",
     "ElasticsearchSink",
+    "LogpipeSink",
     "SinkConfig",
     "NatsSink",
     "NatsSource",

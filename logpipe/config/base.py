@@ -50,7 +50,7 @@ def check_cidrs(values: list[str]) -> None:
         try:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            raise ValueError(f"not a CIDR: {cidr!r}") from None
+            raise ValueError(f"allow: not a CIDR: {cidr!r}") from None
 
 
 class Base(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

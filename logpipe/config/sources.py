@@ -1,6 +1,6 @@
 """``[sources.NAME]``: named, typed listeners, any number of each type.
 
-``type`` picks the kind (``syslog``, ``metadata``); when it is omitted, a source named like a
+``type`` picks the kind (``syslog``, ``metadata``, ``http``); when it is omitted, a source named like a
 type is of that type, so the original ``[sources.syslog]`` and ``[sources.metadata]`` tables
 read as before. Every per-listener option lives on its source.
 """
@@ -108,8 +108,37 @@ class NatsSource(with_connection(_SourceBase, "_NatsSourceBase"), tag="nats"):  
         source_fields_check(self)
 
 
-SourceConfig = Union[SyslogSource, MetadataSource, NatsSource]
-SOURCE_TYPES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in (SyslogSource, MetadataSource, NatsSource))  # type: ignore[misc]
+class HttpSource(_SourceBase, tag="http"):
+    """The receiving end of the typed hop between daemons (``sinks.*.type = "logpipe"``):
+    POSTs of NDJSON events in their stored form (sources/http.py)."""
+
+    listen: Address = "127.0.0.1:8687"
+    path: str = "/logpipe/v1/events"
+    # Senders must send "Authorization: Bearer TOKEN" (at most one of the three).
+    token: str | None = None
+    token_file: str | None = None  # trailing whitespace ignored
+    token_env: str | None = None
+    tls: Tls | None = None
+    allow: list[str] = field(default_factory=lambda: list(_ANY))
+    # Refused with 413 beyond this, on the wire and again after gzip is undone (a small
+    # compressed body must not expand into gigabytes). The agents' batch.max_bytes must fit.
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        check_address(self.listen)
+        check_cidrs(self.allow)
+        check_secret_sources("token", [self.token, self.token_file, self.token_env])
+        if not self.path.startswith("/") or any(c in self.path for c in "?# "):
+            raise ValueError(f'path: expected "/SEGMENTS" without query or spaces, got {self.path!r}')
+
+    def listeners(self) -> list[tuple[str, str, str]]:
+        return [("listen", "tcp", self.listen)]
+
+
+SourceConfig = Union[SyslogSource, MetadataSource, NatsSource, HttpSource]
+SOURCE_TYPES: tuple[str, ...] = tuple(
+    t.__struct_config__.tag for t in (SyslogSource, MetadataSource, NatsSource, HttpSource)  # type: ignore[misc]
+)
 
 
 def with_source_types(raw: Any) -> Any:

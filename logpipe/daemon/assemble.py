@@ -17,7 +17,7 @@ import os
 from typing import Any, Callable
 
 from ..buffer.base import Buffer
-from ..config import Config, MetadataSource, NatsSource, SourceConfig, SyslogSource, read_secret
+from ..config import Config, HttpSource, MetadataSource, NatsSource, SourceConfig, SyslogSource, read_secret
 from ..deliver import DeadLetters, Deliverer
 from ..enrich import Enricher, MetadataTable
 from ..hold import Hold
@@ -112,6 +112,10 @@ def build_source(name: str, config: SourceConfig, graph: Graph, *, reuse_port: b
         from ..sources.nats import NatsConsumer
 
         return NatsConsumer(name, config, graph.pipeline, graph.flow, graph.metrics)
+    if isinstance(config, HttpSource):
+        from ..sources.http import HttpListener
+
+        return HttpListener(name, config, graph.pipeline, graph.metrics, reuse_port=reuse_port)
     raise ValueError(f"sources.{name}: unsupported type")  # pragma: no cover - config rejects it
 
 

@@ -151,7 +151,8 @@ async def _prepare(daemon: Any, new: Config, prepared: _Prepared) -> None:
         source = graph.sources.get(name)
         before = old.sources.get(name)
         if source is not None and type(before) is type(source_config):
-            if before != source_config:
+            # A source with secrets in files re-reads them on every reload (token rotation).
+            if before != source_config or getattr(source, "REREAD_ON_RELOAD", False):
                 prepared.bound[name] = source.bind_changed(source_config)
             continue
         added = build_source(name, source_config, graph, reuse_port=daemon.reuse_port)
@@ -229,10 +230,10 @@ async def _swap_sources(daemon: Any, new: Config, prepared: _Prepared) -> dict:
     for name, source_config in new.sources.items():
         if name in prepared.sources:
             sources[name] = prepared.sources[name]
-        elif old.sources.get(name) == source_config:
-            continue
-        else:
+        elif old.sources.get(name) != source_config:
             changed.append(name)
+        elif name not in prepared.bound:
+            continue
         await sources[name].reconfigure(source_config, prepared.bound.pop(name, {}))
     return {"sources_added": list(prepared.sources), "sources_changed": changed,
             "sources_removed": [n for n in removed if n not in prepared.sources]}

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ..config import ClickHouseSink, ElasticsearchSink, FileSink, NatsSink, SinkConfig, SyslogSink, VictoriaLogsSink
+from ..config import (
+    ClickHouseSink,
+    ElasticsearchSink,
+    FileSink,
+    LogpipeSink,
+    NatsSink,
+    SinkConfig,
+    SyslogSink,
+    VictoriaLogsSink,
+)
 from ..metrics import Metrics
 from .base import SendError, Sink
 
@@ -35,4 +44,8 @@ def build(name: str, config: SinkConfig, data_dir: str, metrics: Metrics | None 
         from .nats import Nats
 
         return Nats(name, config, data_dir, metrics)
+    if isinstance(config, LogpipeSink):
+        from .logpipe import Logpipe
+
+        return Logpipe(name, config)
     raise ValueError(f"sinks.{name}: unsupported type")  # pragma: no cover - config rejects it

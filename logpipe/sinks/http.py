@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from typing import Any
 
 import aiohttp
@@ -23,15 +24,17 @@ _MAX_RESPONSE_TEXT = 2048
 
 
 class HttpPoster:
-    def __init__(self, what: str, timeout_s: float, gzip_level: int | None) -> None:
+    def __init__(self, what: str, timeout_s: float, gzip_level: int | None, ssl_context: ssl.SSLContext | None = None) -> None:
         self._what = what
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._gzip_level = gzip_level
+        self._ssl = ssl_context  # None: aiohttp's default verification for https
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False)
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False, connector=connector)
         return self._session
 
     def ndjson_body(self, pieces: list[bytes]) -> bytes | aiohttp.payload.Payload:

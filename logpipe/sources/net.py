@@ -9,7 +9,7 @@ import socket
 
 from ..config import parse_address
 
-__all__ = ["AllowList", "udp_socket", "tcp_socket", "udp_kernel_drops"]
+__all__ = ["AllowList", "udp_socket", "tcp_socket", "udp_kernel_drops", "quiet_bad_http_requests"]
 
 
 class AllowList:
@@ -105,3 +105,20 @@ def udp_kernel_drops(sock: socket.socket) -> int:
         except (OSError, StopIteration, ValueError):
             continue
     return 0
+
+
+def quiet_bad_http_requests() -> None:
+    """aiohttp logs a traceback for every malformed request a client sends; that is the
+    client's problem, and a flood of them would flood our logs. Real handler errors stay."""
+    import logging
+
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    class _DropClientErrors(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            exc = record.exc_info[1] if record.exc_info else None
+            return not isinstance(exc, HttpProcessingError)
+
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(type(f).__name__ == "_DropClientErrors" for f in server_logger.filters):
+        server_logger.addFilter(_DropClientErrors())

@@ -291,12 +291,7 @@ class SyslogListeners:
         if tls is None:
             self._server = await loop.create_server(lambda: _TcpConnection(self), sock=sock)
         else:
-            try:
-                context = tls_context(tls)
-            except (OSError, ssl.SSLError) as e:
-                sock.close()
-                raise BindError(f"sources.{self.name}.tls: cannot load {tls.cert}, {tls.key}"
-                                f"{', ' + tls.client_ca if tls.client_ca else ''}: {e.strerror or e}") from None
+            context = listener_tls_context(f"sources.{self.name}.tls", tls, sock)
             self._server = await loop.create_server(
                 lambda: _TcpConnection(self),
                 sock=sock,
@@ -422,6 +417,17 @@ def _parser(name: str, config: SyslogSource) -> SyslogParser:
         return SyslogParser(config.timezone, config.parse_body == "auto")  # SOURCE-FIELD
     except ValueError as e:
         raise ValueError(f"sources.{name}.timezone: {e}") from None
+
+
+def listener_tls_context(key: str, tls, sock) -> ssl.SSLContext:
+    """``tls_context``, or BindError naming ``key`` and the files after closing ``sock``: a
+    listener whose certificate cannot be loaded does not start."""
+    try:
+        return tls_context(tls)
+    except (OSError, ssl.SSLError) as e:
+        sock.close()
+        raise BindError(f"{key}: cannot load {tls.cert}, {tls.key}"
+                        f"{', ' + tls.client_ca if tls.client_ca else ''}: {e.strerror or e}") from None
 
 
 def tls_context(tls) -> ssl.SSLContext:
