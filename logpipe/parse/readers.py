@@ -51,7 +51,7 @@ _BSD_PRI = re.compile(_BSD.pattern.replace(r"(?:<([0-9]{1,3})>)?", r"<([0-9]{1,3
 # followed by " MSG" or the end (its text between the brackets, checked by plain_keys),
 # or "[" for any other (neither group for "-"); last, MSG without its BOM.
 _RFC5424 = re.compile(
-    r"<([0-9]{1,3})>[1-9][0-9]? "
+    r"<([0-9]{1,3})>[1-9][0-9]{0,2} "
     r"(?:(([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9])\.[0-9]{6}Z)"
     r"|(\S+)) (\S+) (\S+) (\S+) (\S+) "
     r'(?:-(?: |\Z)|\[([^\s=\]"]+ [^\]\\]*)\](?: |\Z)|(?=(\[)))'

@@ -2,9 +2,13 @@
 
 Contract: :meth:`StructuredDataReader.read` takes the text and the position of a ``[`` and
 returns ``({"SDID.PARAM": value}, position of MSG)``. A repeated PARAM name keeps every value,
-as a list. Only ``\\"``, ``\\\\`` and ``\\]`` are escapes (RFC 5424 6.3.3); any other
-backslash is kept. Reading stops at the first malformed element: it and the rest stay in
-MSG, so nothing is lost. Never raises on text input.
+as a list. An element without params (``[keepalive]``, RFC 5424 allows it) is the field
+``SDID`` with the value ``"true"``; an SD-ID named like a header field or parser flag
+(body.RESERVED) is stored as ``sd.SDID``, so an element cannot stand in for one. Only
+``\\"``, ``\\\\`` and ``\\]`` are escapes (RFC 5424 6.3.3); any other backslash is
+kept; a space after ``=`` is tolerated (``name= "value"``, as some senders write it).
+Reading stops at the first malformed element: it and the rest stay in MSG, so nothing is
+lost. Never raises on text input.
 
 State: senders repeat a few element shapes (SD-ID and PARAM names), so the field keys are
 built once per shape and cached on the reader (one per parser), bounded by clearing.
@@ -14,15 +18,17 @@ from __future__ import annotations
 
 import re
 
+from logpipe.parse.body import RESERVED
+
 __all__ = ["StructuredDataReader"]
 
 _SD_VALUE = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _SD_ELEMENT = re.compile(
-    rf'\[([^\s=\]"]+)((?: +[^\s=\]"]+={_SD_VALUE})*) *\]', re.DOTALL)
-_SD_PARAM = re.compile(rf' +([^\s=\]"]+)={_SD_VALUE}', re.DOTALL)
+    rf'\[([^\s=\]"]+)((?: +[^\s=\]"]+= *{_SD_VALUE})*) *\]', re.DOTALL)
+_SD_PARAM = re.compile(rf' +([^\s=\]"]+)= *{_SD_VALUE}', re.DOTALL)
 # _SD_ELEMENT for an element without backslashes: where it matches, _SD_ELEMENT matches the
 # same text with the same groups.
-_SD_PLAIN_ELEMENT = re.compile(r'\[([^\s=\]"]+)((?: +[^\s=\]"]+="[^"\\]*")*) *\]')
+_SD_PLAIN_ELEMENT = re.compile(r'\[([^\s=\]"]+)((?: +[^\s=\]"]+= *"[^"\\]*")*) *\]')
 # RFC 5424 6.3.3: only \" \\ \] are escapes; any other backslash is kept as is.
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
 
@@ -34,6 +40,11 @@ _PLAIN_LAST = re.compile(r" *")
 _CACHE_MAX = 4096
 
 Keys = tuple[str, ...]
+
+
+def _paramless_key(sd_id: str) -> str:
+    """The field of an element without params."""
+    return "sd." + sd_id if sd_id in RESERVED else sd_id
 
 
 def _add_param(fields: dict[str, object], key: str, value: str) -> None:
@@ -79,7 +90,7 @@ class StructuredDataReader:
         return keys
 
     def _keys(self, shape: str, sd_id: str, names: list[str]) -> Keys | None:
-        keys: Keys | None = tuple(sd_id + "." + name.lstrip(" ")[:-1] for name in names[:-1])
+        keys: Keys | None = tuple(sd_id + "." + name.strip(" ")[:-1] for name in names[:-1])
         if len(set(keys)) != len(keys):  # type: ignore[arg-type]
             keys = None
         if len(self._element_keys) >= _CACHE_MAX:
@@ -97,6 +108,10 @@ class StructuredDataReader:
                 # No backslash, so no escapes: the params are ' +NAME="VALUE"' pieces that
                 # split on '"' into alternating ' NAME=' and VALUE (~0.5 us less than findall).
                 sd_id, params = element.groups()
+                if not params:
+                    fields.setdefault(_paramless_key(sd_id), "true")
+                    pos = element.end()
+                    continue
                 pieces = params.split('"')
                 # The element's shape (SD-ID and names) -> its field keys, or None when a
                 # name repeats; built once per shape.
@@ -109,7 +124,7 @@ class StructuredDataReader:
                     pos = element.end()
                     continue
                 for name, value in zip(pieces[0::2], pieces[1::2]):
-                    _add_param(fields, sd_id + "." + name.lstrip(" ")[:-1], value)
+                    _add_param(fields, sd_id + "." + name.strip(" ")[:-1], value)
                 pos = element.end()
                 continue
             element = _SD_ELEMENT.match(text, pos)
@@ -117,11 +132,12 @@ class StructuredDataReader:
                 return fields, pos
             sd_id = element.group(1)
             params = element.group(2)
-            if params:
-                for name, value in _SD_PARAM.findall(params):
-                    if "\\" in value:
-                        value = _SD_ESCAPE.sub(r"\1", value)
-                    _add_param(fields, sd_id + "." + name, value)
+            if not params:
+                fields.setdefault(_paramless_key(sd_id), "true")
+            for name, value in _SD_PARAM.findall(params):
+                if "\\" in value:
+                    value = _SD_ESCAPE.sub(r"\1", value)
+                _add_param(fields, sd_id + "." + name, value)
             pos = element.end()
         if text[pos:pos + 1] == " ":
             pos += 1

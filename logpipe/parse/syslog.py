@@ -6,13 +6,14 @@ Contract (the spec's "A stored event" and "Precise rules" -> Parsing):
   names. It never raises and never drops: a line that fits neither RFC, or whose PRI is over
   191, is stored raw (``_msg`` = the whole line, ``_time`` = receive time,
   ``parse_error = "true"``) and counted in ``parse_errors``.
-- The shape decides the format. ``<PRI>VERSION SP TIMESTAMP ...`` with a valid stamp (or
-  ``-``) is RFC 5424. Otherwise RFC 3164, read leniently: an optional PRI, a stamp
-  (``Mmm dd hh:mm:ss``, with optional year, fraction and Cisco ``*``/counter/``UTC:``
-  decorations, or ISO 8601 as rsyslog writes it), an optional hostname, an optional
-  ``tag[pid]:`` / ``tag:``. A line with PRI but no stamp is all content (RFC 3164 4.3.2,
-  and what Python's ``SysLogHandler`` sends), a tag still recognized. A line with neither
-  PRI nor stamp is raw.
+- The shape decides the format. Whitespace before the header is skipped.
+  ``<PRI>VERSION SP TIMESTAMP ...`` with a valid stamp (or ``-``) is RFC 5424 (rfc5424.py),
+  and so is ``VERSION SP TIMESTAMP ...`` without PRI when the stamp is a real one.
+  Otherwise RFC 3164, read leniently (rfc3164.py): an optional PRI (spaces after it
+  skipped), a stamp, an optional hostname, an optional ``tag[pid]:`` / ``tag:``. A line
+  with PRI but no stamp is all content (RFC 3164 4.3.2, and what Python's
+  ``SysLogHandler`` sends), a tag still recognized. A line with neither PRI nor stamp is
+  raw.
 - Values are str, except body fields (see body.py) and repeated structured-data params
   (a list of str). NILVALUE (``-``) and missing header fields are absent. ``facility``,
   ``severity`` and the syslog ``level`` exist only when the line has a PRI.
@@ -173,17 +174,23 @@ class SyslogParser:
                 text = text[1:]
             event = None
             pri = -1
-            start = 0
-            if text[:1] == "<":
-                close = text.find(">", 2, 5)
+            # Whitespace before the header (a stray newline, indentation) is skipped; a raw
+            # line keeps it.
+            start = len(text) - len(text.lstrip()) if text[:1].isspace() else 0
+            if text[start:start + 1] == "<":
+                close = text.find(">", start + 2, start + 5)
                 if close > 0:
-                    pri = PRI_VALUES.get(text[1:close], -1)
+                    pri = PRI_VALUES.get(text[start + 1:close], -1)
                     if pri > 191:
                         return self._raw(line, text, context, source_ip)
                     if pri >= 0:
                         start = close + 1
                         if text[start:start + 1] in VERSION_DIGITS:
                             event = self._rfc5424.read(text, start, pri, context)
+                        elif text[start:start + 1] == " ":  # "<7> Aug 29 ...": RFC 3164 only
+                            start = len(text) - len(text[start:].lstrip(" "))
+            elif text[start:start + 1] in VERSION_DIGITS:  # RFC 5424 without PRI
+                event = self._rfc5424.read(text, start, -1, context)
             if event is None:
                 event = self._rfc3164.read(text, start, pri, context)
                 if event is None:

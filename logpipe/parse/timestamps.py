@@ -2,11 +2,12 @@
 
 Contract:
 - Output is always RFC 3339 in UTC with exactly six fractional digits and ``Z``:
-  ``2026-11-21T10:00:00.123456Z``. Finer input fractions are truncated, never rounded (so a
-  stamp never moves into the next second).
+  ``2026-11-21T10:00:00.123456Z``. Finer input fractions (any number of digits) are
+  truncated, never rounded (so a stamp never moves into the next second).
 - RFC 3339 stamps (RFC 5424, and the ISO stamps rsyslog writes in RFC 3164 lines) carry
   their offset; a stamp without one is read in the listener's timezone.
-- BSD stamps (``Mmm dd hh:mm:ss``) carry no zone and usually no year: the zone is the
+- BSD stamps (``Mmm dd hh:mm:ss``, the month in any letter case) carry no zone and usually
+  no year: the zone is the
   listener's; the year is the latest one that puts the stamp no more than one day after the
   receive time. Years are one apart, so the latest such year is also the nearest: a
   December 31 line read on January 1 is last year's, and a line never lands over a day in
@@ -105,7 +106,7 @@ def _fraction(frac: str) -> str | None:
     """``"003"`` -> ``"003000"``; ``"000000003"`` -> ``"000000"``; non-digits -> None."""
     if not frac:
         return "000000"
-    if len(frac) > 9 or not (frac.isascii() and frac.isdigit()):
+    if not (frac.isascii() and frac.isdigit()):
         return None
     return (frac + "00000")[:6]
 
@@ -198,7 +199,7 @@ class TimestampResolver:
             return prefix + ".000000Z"
         frac = stamp[20:zone_at]
         sep = stamp[19]
-        if (sep != "." and sep != ",") or not 0 < len(frac) <= 9 or not (frac.isdigit() and frac.isascii()):
+        if (sep != "." and sep != ",") or not frac or not (frac.isdigit() and frac.isascii()):
             return None
         return prefix + "." + (frac + "00000")[:6] + "Z"
 
@@ -260,7 +261,7 @@ class TimestampResolver:
                   utc: bool, recv_year: int) -> tuple[tuple[int, str], ...]:
         tz = _UTC if utc else self.tz
         found: list[tuple[int, str]] = []
-        month_no = MONTHS.get(month, 0)
+        month_no = MONTHS.get(month, 0) or MONTHS.get(month.title(), 0)
         try:
             day_no = int(day)
             hour, minute, second = int(clock[0:2]), int(clock[3:5]), int(clock[6:8])
