@@ -64,11 +64,11 @@ _pri_fields = PRI_FIELDS.get
 class LineReaders:
     """One parser's readers and the state of the batch being read. Not thread-safe."""
 
-    __slots__ = ("_times", "_sd", "_apply_body", "_parse_body", "_received", "_source_ip",
+    __slots__ = ("_times", "_sd", "_apply_body", "_parse_body", "_source", "_received", "_source_ip",
                  "_stamps", "_classic", "_utc_seconds", "_plain_shapes", "table")
 
     def __init__(self, times: TimestampResolver, structured_data: StructuredDataReader,
-                 body: BodyReader, parse_body: bool) -> None:
+                 body: BodyReader, parse_body: bool, source: str | None) -> None:
         self._times = times
         self._sd = structured_data
         # The caches read on every line, held here to save an attribute load each (they
@@ -78,6 +78,7 @@ class LineReaders:
         self._plain_shapes = structured_data.plain_shapes
         self._apply_body = body.apply
         self._parse_body = parse_body
+        self._source = source  # the parser's name for its events (logpipe_source), or None
         self._received: Received = (float("nan"), "", 0, 0.0)
         self._source_ip: str | None = None
         # "Mmm dd hh:mm:ss" -> _time for this batch (its receive time fixes the year).
@@ -140,6 +141,8 @@ class LineReaders:
                 event["level"] = names[2]
             if source_ip is not None:
                 event["source_ip"] = source_ip
+        if self._source is not None:
+            event["logpipe_source"] = self._source
         if self._parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
             return self._apply_body(event, msg)
         return event
@@ -200,6 +203,8 @@ class LineReaders:
         source_ip = self._source_ip
         if source_ip is not None:
             event["source_ip"] = source_ip
+        if self._source is not None:
+            event["logpipe_source"] = self._source
         if self._parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
             return self._apply_body(event, msg)
         return event

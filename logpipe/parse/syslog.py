@@ -29,6 +29,11 @@ Contract (the spec's "A stored event" and "Precise rules" -> Parsing):
   ``truncated = "true"``. ``truncated`` counts these, except lines the framer already cut
   (it counts those). A ``Truncated`` line is flagged too.
 - No clock reads: ``recv_time`` supplies the receive time and the RFC 3164 year.
+- Where from: ``source_ip`` (the sender's address) follows the header fields; a parser built
+  with ``source="NAME"`` (the listener's name) adds ``logpipe_source = NAME`` right after it
+  to every event it produces, raw and truncated ones included; body fields and labels come
+  after both. Without ``source`` the field is absent. A body key named ``logpipe_source`` is
+  stored as ``body.logpipe_source`` (body.RESERVED), so a sender cannot forge it.
 
 Layout: this module dispatches and finishes events; rfc5424.py, rfc3164.py and
 structured_data.py read one line's header; readers.py holds parse_lines' readers for the
@@ -63,7 +68,7 @@ __all__ = ["SyslogParser", "format_time", "FACILITIES", "SEVERITIES"]
 
 # Fields that the size cap never removes (it cuts _msg first, then drops the largest
 # other fields, which only a pathological line needs).
-_KEPT_BY_CAP = frozenset({"_time", "_msg", "truncated", "parse_error"})
+_KEPT_BY_CAP = frozenset({"_time", "_msg", "truncated", "parse_error", "logpipe_source"})
 # A stored event's JSON is at most ~6 bytes per line byte (a control character becomes
 # \u00XX) and a body can repeat the text once more; below this factor no check is needed.
 _CAP_EXPANSION = 16
@@ -76,7 +81,7 @@ class SyslogParser:
     """One listener's parser: its timezone, body setting and caches. Not thread-safe."""
 
     def __init__(self, timezone: str = "UTC", parse_body: bool = True,
-                 max_msg_bytes: int = 256 * 1024 - 4096) -> None:
+                 max_msg_bytes: int = 256 * 1024 - 4096, *, source: str | None = None) -> None:
         self.parse_errors = 0
         self.truncated = 0
         times = TimestampResolver(parse_timezone(timezone))
@@ -84,7 +89,8 @@ class SyslogParser:
         self._body = BodyReader()
         self._rfc5424 = Rfc5424Reader(times, structured_data)
         self._rfc3164 = Rfc3164Reader(times)
-        self._readers = LineReaders(times, structured_data, self._body, parse_body)
+        self._readers = LineReaders(times, structured_data, self._body, parse_body, source)
+        self._source = source
         self._parse_body = parse_body
         self._max_bytes = max_msg_bytes
         # Lines up to this many bytes cannot produce an event over max_msg_bytes.
@@ -203,6 +209,8 @@ class SyslogParser:
         """The parts every event gets: its sender, the truncation flag, the size cap, the body."""
         if source_ip is not None:
             event["source_ip"] = source_ip
+        if self._source is not None:
+            event["logpipe_source"] = self._source
         if type(line) is Truncated:
             event["truncated"] = "true"
         if len(line) > self._unchecked_bytes:
@@ -221,8 +229,13 @@ class SyslogParser:
                 text = line if type(line) is str else line.decode("utf-8", "replace")
             return self._finish({"_time": context[1], "_msg": text, "parse_error": "true"}, line, source_ip, text)
         except Exception:  # noqa: BLE001 - last resort, still nothing lost that fits
-            return {"_time": context[1], "_msg": repr(line)[: self._unchecked_bytes],
-                    "parse_error": "true"}
+            event: Event = {"_time": context[1], "_msg": repr(line)[: self._unchecked_bytes],
+                            "parse_error": "true"}
+            if source_ip is not None:
+                event["source_ip"] = source_ip
+            if self._source is not None:
+                event["logpipe_source"] = self._source
+            return event
 
     def _finish_long(self, event: dict, framer_truncated: bool) -> dict:
         """Body and size cap for a line long enough to reach ``max_msg_bytes``."""
