@@ -70,7 +70,7 @@ def events(parser_class: type, lines: list[bytes]) -> list[tuple]:
                 chunk = [line.decode("utf-8", "replace") for line in chunk]
             got += [signature(e) for e in batch.parse_lines(chunk, RECV, "10.0.0.1")]
         out.append(got)
-    return list(zip(*out))
+    return list(zip(*out, strict=True))
 
 
 def main() -> None:
@@ -91,7 +91,7 @@ def main() -> None:
     for name, lines in sets.items():
         before, after = events(old, lines), events(SyslogParser, lines)
         set_differ = 0
-        for line, was, now in zip(lines, before, after):
+        for line, was, now in zip(lines, before, after, strict=True):
             if len(set(now)) != 1:
                 inconsistent += 1  # parse and parse_lines disagree in this tree
                 print(f"INCONSISTENT {line!r}")

@@ -19,10 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from parse_versions import describe, import_from_ref  # noqa: E402
-from tests.test_parse_shapes import SHAPES  # noqa: E402
-from tests.test_parse_syslog import IP, RECV  # noqa: E402
 
 from logpipe.parse.syslog import SyslogParser  # noqa: E402
+from tests.test_parse_shapes import SHAPES  # noqa: E402
+from tests.test_parse_syslog import IP, RECV  # noqa: E402
 
 
 def score(parser_class: type) -> list[tuple[str, int, int]]:
@@ -56,7 +56,8 @@ def main() -> None:
         right = sum(row[1] for row in rows)
         total = sum(row[2] for row in rows)
         whole = sum(1 for row in rows if row[1] == row[2])
-        print(f"{name}: {right}/{total} fields right ({right / total * 100:.1f} %), {whole} of {len(rows)} events whole")
+        print(f"{name}: {right}/{total} fields right ({right / total * 100:.1f} %), "
+              f"{whole} of {len(rows)} events whole")
 
 
 if __name__ == "__main__":

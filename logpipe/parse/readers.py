@@ -27,7 +27,7 @@ from logpipe.parse.body import BodyReader
 from logpipe.parse.header import PRI_FIELDS, Event, Received
 from logpipe.parse.rfc3164 import HOST_TAG_PATTERN
 from logpipe.parse.rfc5424 import rfc5424_event
-from logpipe.parse.structured_data import StructuredDataReader
+from logpipe.parse.structured_data import UNSEEN, StructuredDataReader
 from logpipe.parse.timestamps import TimestampResolver
 
 __all__ = ["LineReaders", "READERS"]
@@ -176,8 +176,8 @@ class LineReaders:
             pieces = sd_text.split('"')
             if len(pieces) & 1:
                 shape = tuple(pieces[0::2])
-                sd_keys = self._plain_shapes.get(shape, False)
-                if sd_keys is False:
+                sd_keys = self._plain_shapes.get(shape, UNSEEN)
+                if sd_keys is UNSEEN:
                     sd_keys = self._sd.plain_keys(shape)
         if sd_keys is None and (sd_open or sd_text):
             # Any other structured data: the general reader, from "[".

@@ -64,11 +64,12 @@ class Rfc5424Reader:
             return None
         _version, stamp, hostname, app_name, proc_id, msg_id = m.groups()
         if stamp == "-" and pri >= 0:
-            time_text: str | None = context[1]
+            time_text = context[1]
         else:
-            time_text = self._times.rfc3339(stamp)
-            if time_text is None:
+            resolved = self._times.rfc3339(stamp)
+            if resolved is None:
                 return None  # not an RFC 5424 stamp: let RFC 3164 read it as content
+            time_text = resolved
         pos = m.end()
         sd = None
         if text[pos:pos + 1] == "[":

@@ -20,7 +20,7 @@ import re
 
 from logpipe.parse.body import RESERVED
 
-__all__ = ["StructuredDataReader"]
+__all__ = ["StructuredDataReader", "UNSEEN"]
 
 _SD_VALUE = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _SD_ELEMENT = re.compile(
@@ -40,6 +40,8 @@ _PLAIN_LAST = re.compile(r" *")
 _CACHE_MAX = 4096
 
 Keys = tuple[str, ...]
+# A cache lookup's default: not seen yet (a seen shape has its keys, or None).
+UNSEEN: Keys = ("",)
 
 
 def _paramless_key(sd_id: str) -> str:
@@ -90,13 +92,12 @@ class StructuredDataReader:
         return keys
 
     def _keys(self, shape: str, sd_id: str, names: list[str]) -> Keys | None:
-        keys: Keys | None = tuple(sd_id + "." + name.strip(" ")[:-1] for name in names[:-1])
-        if len(set(keys)) != len(keys):  # type: ignore[arg-type]
-            keys = None
+        keys = tuple(sd_id + "." + name.strip(" ")[:-1] for name in names[:-1])
+        distinct = keys if len(set(keys)) == len(keys) else None
         if len(self._element_keys) >= _CACHE_MAX:
             self._element_keys.clear()
-        self._element_keys[shape] = keys
-        return keys
+        self._element_keys[shape] = distinct
+        return distinct
 
     def read(self, text: str, pos: int) -> tuple[dict[str, object], int]:
         """SD-ELEMENTs from ``pos`` -> ({"SDID.PARAM": value or [values]}, position of MSG)."""
@@ -116,14 +117,15 @@ class StructuredDataReader:
                 # The element's shape (SD-ID and names) -> its field keys, or None when a
                 # name repeats; built once per shape.
                 shape = sd_id + "".join(pieces[0::2])
-                keys = self._element_keys.get(shape, False)
-                if keys is False:
+                keys = self._element_keys.get(shape, UNSEEN)
+                if keys is UNSEEN:
                     keys = self._keys(shape, sd_id, pieces[0::2])
                 if keys is not None and (not fields or fields.keys().isdisjoint(keys)):
-                    fields.update(zip(keys, pieces[1::2]))  # type: ignore[arg-type]
+                    fields.update(zip(keys, pieces[1::2], strict=True))
                     pos = element.end()
                     continue
-                for name, value in zip(pieces[0::2], pieces[1::2]):
+                # (the names have one piece more: the text after the last value)
+                for name, value in zip(pieces[0::2], pieces[1::2], strict=False):
                     _add_param(fields, sd_id + "." + name.strip(" ")[:-1], value)
                 pos = element.end()
                 continue

@@ -48,6 +48,9 @@ runs only for lines long enough to possibly reach the cap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import orjson
 
 from logpipe.parse.body import BodyReader
@@ -101,12 +104,11 @@ class SyslogParser:
 
     # -- public -----------------------------------------------------------------------
 
-    def parse(self, line: bytes, recv_time: float, source_ip: str | None) -> Event:
+    def parse(self, line: Line, recv_time: float, source_ip: str | None) -> Event:
         """One message -> one event. Never raises."""
         return self._parse_one(line, self._receive_context(recv_time), source_ip)
 
-    def parse_lines(self, lines: list[bytes] | list[str] | list[Line], recv_time: float,
-                    source_ip: str | None) -> list[Event]:
+    def parse_lines(self, lines: Sequence[Line], recv_time: float, source_ip: str | None) -> list[Event]:
         """Many messages received together -> their events, in order. Never raises."""
         context = self._receive_context(recv_time)
         readers = self._readers
@@ -121,7 +123,7 @@ class SyslogParser:
         (digit, digit_match), (digit_next, digit_next_match) = pri_digit
         unchecked = self._unchecked_bytes
         parse_one = self._parse_one
-        events = []
+        events: list[Event] = []
         append = events.append
         for line in lines:
             # A str line is one the framer decoded already (StreamFramer.feed_text).
@@ -150,7 +152,7 @@ class SyslogParser:
 
     # -- internals --------------------------------------------------------------------
 
-    def _receive_context(self, recv_time: float) -> tuple[float, str, int, float]:
+    def _receive_context(self, recv_time: float) -> Received:
         """(recv_time, its _time text, its UTC year, the latest acceptable BSD stamp)."""
         cached = self._recv_cache
         if cached[0] == recv_time:
@@ -170,12 +172,12 @@ class SyslogParser:
         self._recv_cache = context
         return context
 
-    def _parse_one(self, line: bytes, context: tuple[float, str, int, float],
-                   source_ip: str | None, text: str | None = None) -> dict:
+    def _parse_one(self, line: Line, context: Received, source_ip: str | None,
+                   text: str | None = None) -> Event:
         """``text``, when given, is ``line`` decoded (parse_lines has done it already)."""
         try:
             if text is None:
-                text = line.decode("utf-8", "replace")
+                text = line if isinstance(line, str) else line.decode("utf-8", "replace")
             if text[:1] == "\ufeff":
                 text = text[1:]
             event = None
@@ -201,11 +203,11 @@ class SyslogParser:
                 event = self._rfc3164.read(text, start, pri, context)
                 if event is None:
                     return self._raw(line, text, context, source_ip)
-            return self._finish(event, line, source_ip, event["_msg"])
+            return self._finish(event, line, source_ip, cast(str, event["_msg"]))
         except Exception:  # noqa: BLE001 - the contract is "never raises": store it raw
             return self._raw(line, None, context, source_ip)
 
-    def _finish(self, event: dict, line: bytes, source_ip: str | None, msg: str) -> dict:
+    def _finish(self, event: Event, line: Line, source_ip: str | None, msg: str) -> Event:
         """The parts every event gets: its sender, the truncation flag, the size cap, the body."""
         if source_ip is not None:
             event["source_ip"] = source_ip
@@ -221,13 +223,13 @@ class SyslogParser:
             return self._body.apply(event, msg)
         return event
 
-    def _raw(self, line: bytes, text: str | None, context: tuple[float, str, int, float],
-             source_ip: str | None) -> dict:
+    def _raw(self, line: Line, text: str | None, context: Received, source_ip: str | None) -> Event:
         self.parse_errors += 1
         try:
             if text is None:
-                text = line if type(line) is str else line.decode("utf-8", "replace")
-            return self._finish({"_time": context[1], "_msg": text, "parse_error": "true"}, line, source_ip, text)
+                text = line if isinstance(line, str) else line.decode("utf-8", "replace")
+            return self._finish({"_time": context[1], "_msg": text, "parse_error": "true"}, line, source_ip,
+                                text)
         except Exception:  # noqa: BLE001 - last resort, still nothing lost that fits
             event: Event = {"_time": context[1], "_msg": repr(line)[: self._unchecked_bytes],
                             "parse_error": "true"}
@@ -237,11 +239,11 @@ class SyslogParser:
                 event["logpipe_source"] = self._source
             return event
 
-    def _finish_long(self, event: dict, framer_truncated: bool) -> dict:
+    def _finish_long(self, event: Event, framer_truncated: bool) -> Event:
         """Body and size cap for a line long enough to reach ``max_msg_bytes``."""
         limit = self._max_bytes
         if self._parse_body:
-            with_body = self._body.apply(event, event["_msg"])
+            with_body = self._body.apply(event, cast(str, event["_msg"]))
             if with_body is not event and len(orjson.dumps(with_body)) <= limit:
                 return with_body
             # No body, or too big with its body fields: keep the text (cut below).
@@ -252,7 +254,7 @@ class SyslogParser:
             self.truncated += 1
         size = len(orjson.dumps(event))
         while size > limit and event["_msg"]:
-            encoded = event["_msg"].encode("utf-8")
+            encoded = cast(str, event["_msg"]).encode("utf-8")
             keep = max(0, len(encoded) - (size - limit) - 16)
             event["_msg"] = cut_utf8(encoded, keep).decode("utf-8", "replace")
             size = len(orjson.dumps(event))

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 __all__ = ["format_time", "parse_timezone", "TimestampResolver", "MONTHS"]
 
 _EPOCH = datetime(1970, 1, 1)
-_UTC = timezone.utc
+_UTC = UTC
 # A few thousand distinct seconds is minutes of traffic; clearing is cheaper than LRU.
 _CACHE_MAX = 4096
 _ONE_DAY = 86400
@@ -45,6 +45,11 @@ _CLASSIC = re.compile(
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([ 0-3]\d) (\d\d:\d\d:\d\d)")
 _RFC3339_KEY = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:([Zz])|([+-])(\d\d):?(\d\d))?")
+
+
+# (month, day, year, clock, utc) of a BSD stamp; the (epoch, UTC text) candidates for it.
+_BsdKey = tuple[str, str, str | None, str, bool]
+_Candidates = tuple[tuple[int, str], ...]
 
 
 def format_second(sec: int) -> str:
@@ -122,7 +127,7 @@ class TimestampResolver:
         self.tz = tz
         self._rfc3339: dict[str, str | None] = {}
         # BSD key -> candidates [(epoch, utc prefix)], latest year first, for _bsd_year.
-        self._bsd: dict[tuple, tuple[tuple[int, str], ...]] = {}
+        self._bsd: dict[_BsdKey, _Candidates] = {}
         # "Mmm dd hh:mm:ss" -> candidates [(epoch, full _time text)], for _bsd_year.
         # Read directly by SyslogParser.parse_lines (a method call per line costs).
         self.classic_candidates: dict[str, tuple[tuple[int, str], ...]] = {}
@@ -141,7 +146,7 @@ class TimestampResolver:
         candidates = self.classic_candidates.get(stamp)
         if candidates is None:
             match = _CLASSIC.fullmatch(stamp)
-            found = ()
+            found: _Candidates = ()
             if match is not None:
                 month, day, clock = match.groups()
                 found = tuple(
@@ -257,7 +262,7 @@ class TimestampResolver:
             return None
         return prefix + "." + micro + "Z"
 
-    def _bsd_miss(self, key: tuple, month: str, day: str, year: str | None, clock: str,
+    def _bsd_miss(self, key: _BsdKey, month: str, day: str, year: str | None, clock: str,
                   utc: bool, recv_year: int) -> tuple[tuple[int, str], ...]:
         tz = _UTC if utc else self.tz
         found: list[tuple[int, str]] = []
