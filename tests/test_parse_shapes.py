@@ -225,12 +225,19 @@ def test_shape_parse_lines_gives_the_identical_event(line: bytes, expected: dict
     assert [list(e.items()) for e in batch] == [list(one.items())] * 2
 
 
+@pytest.mark.parametrize("feed", ["feed", "feed_text"])
 @pytest.mark.parametrize(("line", "expected"), SHAPES)
-def test_shape_framed_byte_by_byte_with_trailing_data(line: bytes, expected: dict) -> None:
+def test_shape_framed_byte_by_byte_with_trailing_data(line: bytes, expected: dict, feed: str) -> None:
+    """As the TCP source reads it: framed (byte by byte, another message after it), then
+    parse_lines; feed_text is what the daemon uses, feed gives bytes."""
     if line[:1] == b"\n":
         pytest.skip("for the framer, a LF ends the frame before")
     framer = StreamFramer(65536)
-    out: list[bytes] = []
+    out: list = []
     for byte in line + b"\n<13>1 - - - - - - next\n":
-        out += framer.feed(bytes([byte]))
-    assert SyslogParser().parse_lines(out, RECV, IP)[0] == expected
+        out += getattr(framer, feed)(bytes([byte]))
+    events = SyslogParser().parse_lines(out, RECV, IP)
+    assert events[0] == expected and events[1]["_msg"] == "next"
+    # A whole chunk at once takes the framer's one-decode path.
+    chunk = getattr(StreamFramer(65536), feed)(line + b"\n<13>1 - - - - - - next\n")
+    assert SyslogParser().parse_lines(chunk, RECV, IP)[0] == expected

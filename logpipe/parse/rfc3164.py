@@ -30,21 +30,28 @@ from logpipe.parse.timestamps import TimestampResolver
 
 __all__ = ["Rfc3164Reader", "TAG_PATTERN", "HOST_TAG_PATTERN"]
 
-# The header up to the end of the stamp. Groups: 1 Cisco origin hostname, 2 month,
-# 3 day, 4 year, 5 clock, 6 fraction, 7 zone, 8 year after the clock, 9 ISO stamp,
-# 10 ISO stamp with a space for "T" (zone required), 11 colon ending a Cisco stamp.
+# The header up to the end of the stamp. Groups: 1 Cisco origin hostname, 2 month (any
+# three letters: the stamp resolver knows the months, in any letter case, and a case-
+# insensitive list costs ~0.12 us on every line that reaches this regex), 3 day, 4 year,
+# 5 clock, 6 fraction, 7 zone, 8 year after the clock, 9 ISO stamp, 10 colon ending a
+# Cisco stamp.
 _STAMP = re.compile(
     r"(?:\d{1,10}: ){0,2}"  # Cisco: syslog counter and/or "service sequence-numbers"
     r"(?:([^\s:]{1,255}): (?:\d{1,10}: )?)?"  # Cisco: "logging origin-id hostname"
     r"[*.]?"  # Cisco: clock not synchronized (*) or synchronized after a loss (.)
-    r"(?:((?i:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)) {1,2}(\d{1,2})"
+    r"(?:([A-Za-z]{3}) {1,2}(\d{1,2})"
     r"(?: (\d{4}))? (\d\d:\d\d:\d\d)(?:\.(\d*))?"
     # "UTC:" (Cisco show-timezone) or "CST 1987" (RFC 3164's example 3)
     r"(?: ([A-Z]{3,5})(?=:| \d{4} ))?(?: (\d{4})(?= ))?"
-    r"|(\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:[Zz]|[+-]\d\d:?\d\d)?)"
-    r"|(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?(?:[Zz]|[+-]\d\d:?\d\d)))"
+    r"|(\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:[Zz]|[+-]\d\d:?\d\d)?))"
     r"(:)?(?: +|$)"
 )
+# _STAMP after a PRI: the ISO stamp may have a space for "T" when it carries a zone (lines
+# without PRI do not pay for the alternative: ~0.13 us on a log4j line).
+_STAMP_AFTER_PRI = re.compile(_STAMP.pattern.replace(
+    r"[Tt]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:[Zz]|[+-]\d\d:?\d\d)?",
+    r"(?:[Tt]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:[Zz]|[+-]\d\d:?\d\d)?"
+    r"| \d\d:\d\d:\d\d(?:[.,]\d+)?(?:[Zz]|[+-]\d\d:?\d\d))", 1))
 _UTC_ZONES = frozenset({"UTC", "GMT", "UCT", "UT"})
 # tag[pid]: / tag: / tag[pid] at the start of the content ('%' starts a Cisco mnemonic);
 # after "[pid]:" the space is optional ("root[8539]:msg").
@@ -107,19 +114,17 @@ class Rfc3164Reader:
                 if pri >= 0:
                     event["facility"], event["severity"], event["level"] = PRI_NAMES[pri]
                 return event
-        return self._read_general(text, start, pri, context)
-
-    def _read_general(self, text: str, start: int, pri: int, context: Received) -> Event | None:
-        m = _STAMP.match(text, start)
+        # The general reader (inline: raw lines end here, and a call costs ~40 ns).
+        m = (_STAMP if pri < 0 else _STAMP_AFTER_PRI).match(text, start)
         time_text = None
         if m is not None:
-            (origin, month, day, year, clock, frac, zone, year_after, iso, spaced_iso,
+            (origin, month, day, year, clock, frac, zone, year_after, iso,
              cisco_colon) = m.groups()
             if iso is not None:
-                time_text = self._times.rfc3339(iso)
-            elif spaced_iso is not None:
-                if pri >= 0:
-                    time_text = self._times.rfc3339(spaced_iso.replace(" ", "T", 1))
+                if iso[10] != " ":
+                    time_text = self._times.rfc3339(iso)
+                else:  # after a PRI, with a zone (_STAMP_AFTER_PRI)
+                    time_text = self._times.rfc3339(iso.replace(" ", "T", 1))
             else:
                 time_text = self._times.bsd(month, day, year or year_after, clock, frac,
                                             zone in _UTC_ZONES, context[2], context[3])

@@ -8,7 +8,8 @@ Contract (the spec's "A stored event" and "Precise rules" -> Parsing):
   ``parse_error = "true"``) and counted in ``parse_errors``.
 - The shape decides the format. Whitespace before the header is skipped.
   ``<PRI>VERSION SP TIMESTAMP ...`` with a valid stamp (or ``-``) is RFC 5424 (rfc5424.py),
-  and so is ``VERSION SP TIMESTAMP ...`` without PRI when the stamp is a real one.
+  and so is ``V SP TIMESTAMP ...`` without PRI (a one-digit version) when the stamp is a
+  real one.
   Otherwise RFC 3164, read leniently (rfc3164.py): an optional PRI (spaces after it
   skipped), a stamp, an optional hostname, an optional ``tag[pid]:`` / ``tag:``. A line
   with PRI but no stamp is all content (RFC 3164 4.3.2, and what Python's
@@ -76,6 +77,8 @@ _KEPT_BY_CAP = frozenset({"_time", "_msg", "truncated", "parse_error", "logpipe_
 # \u00XX) and a body can repeat the text once more; below this factor no check is needed.
 _CAP_EXPANSION = 16
 _CAP_SLACK = 1024
+_ASCII_WHITESPACE = " \t\n\r\v\f"
+_WHITESPACE = frozenset(_ASCII_WHITESPACE)
 
 Line = bytes | str
 
@@ -178,14 +181,19 @@ class SyslogParser:
         try:
             if text is None:
                 text = line if isinstance(line, str) else line.decode("utf-8", "replace")
-            if text[:1] == "\ufeff":
+            first = text[:1]
+            if first == "\ufeff":
                 text = text[1:]
+                first = text[:1]
             event = None
             pri = -1
-            # Whitespace before the header (a stray newline, indentation) is skipped; a raw
-            # line keeps it.
-            start = len(text) - len(text.lstrip()) if text[:1].isspace() else 0
-            if text[start:start + 1] == "<":
+            start = 0
+            if first in _WHITESPACE:
+                # Whitespace before the header (a stray newline, indentation) is skipped; a
+                # raw line keeps it.
+                start = len(text) - len(text.lstrip(_ASCII_WHITESPACE))
+                first = text[start:start + 1]
+            if first == "<":
                 close = text.find(">", start + 2, start + 5)
                 if close > 0:
                     pri = PRI_VALUES.get(text[start + 1:close], -1)
@@ -197,8 +205,8 @@ class SyslogParser:
                             event = self._rfc5424.read(text, start, pri, context)
                         elif text[start:start + 1] == " ":  # "<7> Aug 29 ...": RFC 3164 only
                             start = len(text) - len(text[start:].lstrip(" "))
-            elif text[start:start + 1] in VERSION_DIGITS:  # RFC 5424 without PRI
-                event = self._rfc5424.read(text, start, -1, context)
+            elif first in VERSION_DIGITS and text[start + 1:start + 2] == " ":
+                event = self._rfc5424.read(text, start, -1, context)  # RFC 5424 without PRI
             if event is None:
                 event = self._rfc3164.read(text, start, pri, context)
                 if event is None:
