@@ -124,10 +124,16 @@ class LineReaders:
         if time_text is None:
             return None
         source_ip = self._source_ip
-        if names and proc_id and hostname != "-" and source_ip is not None:
-            event: Event = {"_time": time_text, "_msg": msg, "hostname": hostname,
-                            "app_name": app_name, "proc_id": proc_id, "facility": names[0],
-                            "severity": names[1], "level": names[2], "source_ip": source_ip}
+        # The usual headers, with and without PRI, in one presized literal each (same keys,
+        # same order as below; a file line without PRI measured 0.05 us less so).
+        if proc_id and hostname != "-" and source_ip is not None:
+            if names:
+                event: Event = {"_time": time_text, "_msg": msg, "hostname": hostname,
+                                "app_name": app_name, "proc_id": proc_id, "facility": names[0],
+                                "severity": names[1], "level": names[2], "source_ip": source_ip}
+            else:
+                event = {"_time": time_text, "_msg": msg, "hostname": hostname, "app_name": app_name,
+                         "proc_id": proc_id, "source_ip": source_ip}
         else:
             event = {"_time": time_text, "_msg": msg}
             if hostname != "-":
