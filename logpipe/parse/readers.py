@@ -9,10 +9,11 @@ digits only, exact shapes). The tests feed both paths the same lines.
 
 Which readers a line is tried against is chosen by table (:data:`READERS`, as h11 chooses
 its readers by state) from the line's lead-in: without ``<`` only RFC 3164 can match;
-after ``<PRI>``, character 5 is a digit or a space for ``<PRI>V `` and a letter for
-``<PRI>Mmm``, which decides the first guess for 2-3 digit PRIs. The shapes exclude each
-other, so the order only decides what a failed match costs (~0.1-0.2 us). The parser
-unpacks the rows once per batch (indexing the table per line cost ~20 ns, 1.5 %).
+after a 2-3 digit ``<PRI>``, RFC 5424's ``V `` puts a space at character 5 or 6, where
+RFC 3164 has a month's letters or an ISO stamp's digits, which decides the first guess.
+The shapes exclude each other, so the order only decides what a failed match costs
+(~0.1-0.2 us). The parser unpacks the rows once per batch (indexing the table per line
+cost ~20 ns, 1.5 %).
 
 Speed: a reader reads the batch's state from its own slots (set once per batch by
 :meth:`LineReaders.begin`); a line is one call, one match, one dict literal.
@@ -219,7 +220,7 @@ class LineReaders:
 
 
 # The line's lead-in -> the readers to try, in order, each with its regex: lines without
-# "<"; "<PRI>" and a letter at character 5; "<PRI>" and a digit or a space there.
+# "<"; "<" and no space at characters 5 and 6; "<" and a space at 5 or 6.
 READERS: tuple[tuple[tuple[str, Match], ...], ...] = (
     (("bsd", _BSD.match),),
     (("bsd", _BSD_PRI.match), ("rfc5424", _RFC5424.match)),

@@ -121,9 +121,9 @@ class SyslogParser:
         # batch, and events are never empty, so "or" tries the next reader). Any line they
         # do not fully cover (long, Truncated, BOM, PRI over 191, an invalid stamp, a shape
         # they do not know, ...) takes _parse_one, which gives the same event.
-        ((plain, plain_match),), pri_letter, pri_digit = readers.table
-        (letter, letter_match), (letter_next, letter_next_match) = pri_letter
-        (digit, digit_match), (digit_next, digit_next_match) = pri_digit
+        ((plain, plain_match),), no_space, space = readers.table
+        (bsd, bsd_match), (bsd_next, bsd_next_match) = no_space
+        (rfc5424, rfc5424_match), (rfc5424_next, rfc5424_next_match) = space
         unchecked = self._unchecked_bytes
         parse_one = self._parse_one
         events: list[Event] = []
@@ -136,15 +136,15 @@ class SyslogParser:
                 text = line.decode("utf-8", "replace")
             else:
                 text = None  # Truncated, or long enough to need the size check
-            # (No fast shape fits in 5 characters.)
-            if text is not None and 5 < len(text) <= unchecked:
+            # (No fast shape fits in 6 characters.)
+            if text is not None and 6 < len(text) <= unchecked:
                 try:
                     if text[0] != "<":
                         event = plain(text, plain_match)
-                    elif text[5] >= "A":
-                        event = letter(text, letter_match) or letter_next(text, letter_next_match)
+                    elif text[5] != " " and text[6] != " ":
+                        event = bsd(text, bsd_match) or bsd_next(text, bsd_next_match)
                     else:
-                        event = digit(text, digit_match) or digit_next(text, digit_next_match)
+                        event = rfc5424(text, rfc5424_match) or rfc5424_next(text, rfc5424_next_match)
                     if event is not None:
                         append(event)
                         continue
