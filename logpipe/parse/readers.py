@@ -37,10 +37,11 @@ Match = Callable[[str], "re.Match[str] | None"]
 
 # "[<PRI>]Mmm dd hh:mm:ss host tag[pid]: msg" or the same with the ISO stamp rsyslog writes
 # (up to the first space, as the per-line reader reads it). Groups: PRI, classic stamp,
-# ISO stamp, HOSTNAME, tag, pid, MSG.
+# ISO stamp, HOSTNAME, tag, pid, MSG. The months are spelled as a tree: re tries a list's
+# words one by one (a December line paid ~75 ns for the eleven before it).
 _BSD = re.compile(
     r"(?:<([0-9]{1,3})>)?"
-    r"(?:((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-3][0-9] "
+    r"(?:((?:J(?:an|u[nl])|Feb|Ma[ry]|A(?:pr|ug)|Sep|Oct|Nov|Dec) [ 0-3][0-9] "
     r"[0-9][0-9]:[0-9][0-9]:[0-9][0-9])"
     r"|([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]*)) " + HOST_TAG_PATTERN + "(.*)", re.DOTALL)
 # _BSD with the PRI required, for lines starting with "<" (the optional group costs ~50 ns):

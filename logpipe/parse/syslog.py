@@ -141,7 +141,7 @@ class SyslogParser:
                 try:
                     if text[0] != "<":
                         event = plain(text, plain_match)
-                    elif text[5] != " " and text[6] != " ":
+                    elif text[5] >= "A" or text[5] != " " != text[6]:  # (a month's letter first)
                         event = bsd(text, bsd_match) or bsd_next(text, bsd_next_match)
                     else:
                         event = rfc5424(text, rfc5424_match) or rfc5424_next(text, rfc5424_next_match)
