@@ -10,7 +10,9 @@ a new receive time per batch; the figure is the best of several rounds, CPU time
 process (time.process_time), so other load on the machine matters less.
 
 ``--against REF`` measures that commit's parser (parse_versions.py) in the same process,
-rounds alternating with this tree's, and prints both with their ratio.
+``--turns`` short turns alternating with this tree's (the best of each side counts, so a
+burst of load on the shared machine spoils a turn, not a side), and prints both with
+their ratio.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logpipe.parse.syslog import SyslogParser  # noqa: E402
 from parse_versions import describe, import_from_ref  # noqa: E402
 from timing import best_rate  # noqa: E402
+
+from logpipe.parse.syslog import SyslogParser  # noqa: E402
 
 CORPUS = Path(os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
 MONTHS = {m: i for i, m in enumerate(
@@ -94,6 +97,7 @@ def main() -> None:
     args.add_argument("--batch", type=int, default=64, help="lines per parse_lines call")
     args.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per format")
     args.add_argument("--against", metavar="REF", help="also measure the parser at this git ref")
+    args.add_argument("--turns", type=int, default=10, help="alternating turns per format with --against")
     options = args.parse_args()
     print(f"python {sys.version.split()[0]}, batch {options.batch}, "
           f"best of ~5 rounds in {options.seconds:g} CPU s per format")
@@ -107,16 +111,16 @@ def main() -> None:
 
 
 def compare(options: argparse.Namespace) -> None:
-    """Both parsers per format, three alternating turns of ``seconds`` / 3 each."""
+    """Both parsers per format, ``turns`` alternating turns of ``seconds`` / ``turns`` each."""
     old = import_from_ref(options.against).SyslogParser
     print(f"before = {describe(options.against)}, after = this tree; µs/line")
     print("| format | before µs | after µs | after / before |")
     print("| --- | ---: | ---: | ---: |")
     for name, lines in workloads().items():
         best = [0.0, 0.0]
-        for _ in range(3):
+        for _ in range(options.turns):
             for i, parser_class in enumerate((old, SyslogParser)):
-                best[i] = max(best[i], measure(lines, options.batch, options.seconds / 3, parser_class))
+                best[i] = max(best[i], measure(lines, options.batch, options.seconds / options.turns, parser_class))
         print(f"| {name} | {1e6 / best[0]:.2f} | {1e6 / best[1]:.2f} | {best[0] / best[1]:.3f} |")
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from logpipe.parse.body import BodyReader
+from logpipe.parse.body import BODY_STARTS, BodyReader
 from logpipe.parse.header import PRI_FIELDS, Event, Received
 from logpipe.parse.rfc3164 import HOST_TAG_PATTERN
 from logpipe.parse.rfc5424 import rfc5424_event
@@ -153,7 +153,7 @@ class LineReaders:
         # measured +1.5-2 % per line for its call, so each has its copy.
         if self._source is not None:
             event["logpipe_source"] = self._source
-        if self._parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
+        if self._parse_body and ("=" in msg or msg[:1] in BODY_STARTS):
             return self._apply_body(event, msg)
         return event
 
@@ -215,7 +215,7 @@ class LineReaders:
             event["source_ip"] = source_ip
         if self._source is not None:
             event["logpipe_source"] = self._source
-        if self._parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
+        if self._parse_body and ("=" in msg or msg[:1] in BODY_STARTS):
             return self._apply_body(event, msg)
         return event
 

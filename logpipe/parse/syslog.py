@@ -54,7 +54,7 @@ from typing import cast
 
 import orjson
 
-from logpipe.parse.body import BodyReader
+from logpipe.parse.body import BODY_STARTS, BodyReader
 from logpipe.parse.framing import Truncated, cut_utf8
 from logpipe.parse.header import FACILITIES, PRI_VALUES, SEVERITIES, Event, Received
 from logpipe.parse.readers import LineReaders
@@ -227,7 +227,7 @@ class SyslogParser:
             return self._finish_long(event, type(line) is Truncated)
         # A body is JSON (first non-space "{") or logfmt (needs "="): most messages are prose
         # and skip the call (decode_body's own first test, so the result is the same).
-        if self._parse_body and ("=" in msg or msg[:1] == "{" or msg[:1].isspace()):
+        if self._parse_body and ("=" in msg or msg[:1] in BODY_STARTS):
             return self._body.apply(event, msg)
         return event
 
