@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=100_000)
     ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
     ap.add_argument("--against", metavar="REF", help="also measure the parser at this git ref")
+    ap.add_argument("--turns", type=int, default=7, help="alternating passes per row with --against")
     args = ap.parse_args()
     corpus = bench_e2e.build_corpus(args.lines, bench_e2e.loghub_messages(args.corpus), [f"h{i}" for i in range(300)])
     lines = corpus.split(b"\n")[:-1]
@@ -61,7 +62,7 @@ def main() -> None:
     for line in lines:
         groups.setdefault(kind(line), []).append(line)
     if args.against:
-        compare(args.against, lines, groups)
+        compare(args.against, lines, groups, args.turns)
         return
     parser = SyslogParser()
     print("| line kind | share | µs/line |")
@@ -75,8 +76,8 @@ def main() -> None:
     print(f"| header only (parse_body off) | 100 % | {cpu_us_per_line(SyslogParser(parse_body=False), lines):.2f} |")
 
 
-def compare(ref: str, lines: list[bytes], groups: dict[str, list[bytes]]) -> None:
-    """Each row for both parsers, rounds alternating (best of 5 each)."""
+def compare(ref: str, lines: list[bytes], groups: dict[str, list[bytes]], turns: int) -> None:
+    """Each row for both parsers, passes alternating (best of ``turns`` each)."""
     old = import_from_ref(ref).SyslogParser
     print(f"before = {describe(ref)}, after = this tree")
     print("| line kind | share | before µs/line | after µs/line | after / before |")
@@ -86,7 +87,7 @@ def compare(ref: str, lines: list[bytes], groups: dict[str, list[bytes]]) -> Non
     for name, group, parse_body in rows:
         parsers = (old(parse_body=parse_body), SyslogParser(parse_body=parse_body))
         best = [float("inf"), float("inf")]
-        for _ in range(5):
+        for _ in range(turns):
             for i, parser in enumerate(parsers):
                 best[i] = min(best[i], cpu_us_per_line(parser, group, rounds=1))
         if parse_body:

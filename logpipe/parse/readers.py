@@ -172,13 +172,14 @@ class LineReaders:
             valid = self._utc_seconds.get(utc_second)
             if valid is None:
                 valid = self._times.utc_second_valid(utc_second)
-            time_text = utc_stamp if valid else None
-        elif stamp == "-":
-            time_text = self._received[1]
+            if not valid:
+                return None
+            time_text = utc_stamp
         else:
-            time_text = self._times.rfc3339(stamp)
-        if time_text is None:
-            return None
+            resolved = self._received[1] if stamp == "-" else self._times.rfc3339(stamp)
+            if resolved is None:
+                return None
+            time_text = resolved
         sd = sd_keys = None
         if sd_text is not None:
             # One SD-ELEMENT: its text split on '"' alternates the SD-ID and names (the

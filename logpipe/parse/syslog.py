@@ -131,13 +131,13 @@ class SyslogParser:
         for line in lines:
             # A str line is one the framer decoded already (StreamFramer.feed_text).
             if type(line) is str:
-                text = line
+                text = line if len(line) <= unchecked else None
             elif type(line) is bytes and len(line) <= unchecked:
                 text = line.decode("utf-8", "replace")
             else:
                 text = None  # Truncated, or long enough to need the size check
             # (No fast shape fits in 6 characters.)
-            if text is not None and 6 < len(text) <= unchecked:
+            if text is not None and len(text) > 6:
                 try:
                     if text[0] != "<":
                         event = plain(text, plain_match)
