@@ -1,6 +1,6 @@
 """Field-by-field correctness of a parser version on the header-shape table.
 
-The table is tests/test_parse_shapes.py (SHAPES: wire line -> the whole expected event).
+The table is tests/parse/test_parse_shapes.py (SHAPES: wire line -> the whole expected event).
 For each line, every field of the expected event and of the parsed one counts once: it is
 right when both have it with the same value. The figure is right fields / all fields,
 over the whole table and per row, for this tree and, with ``--against REF``, for that
@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from parse_versions import describe, import_from_ref  # noqa: E402
 
 from logpipe.parse.syslog import SyslogParser  # noqa: E402
-from tests.test_parse_shapes import SHAPES  # noqa: E402
-from tests.test_parse_syslog import IP, RECV  # noqa: E402
+from tests.parse.test_parse_shapes import SHAPES  # noqa: E402
+from tests.parse.test_parse_syslog import IP, RECV  # noqa: E402
 
 
 def score(parser_class: type) -> list[tuple[str, int, int]]:

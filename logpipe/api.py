@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+import structlog
 from aiohttp import web
 
+from .config import parse_address
 from .metrics import Metrics
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import Daemon
     from .pipeline import Pipeline
 
-__all__ = ["build_app", "TapHub"]
+__all__ = ["ApiServer", "Control", "build_app", "TapHub"]
 
 DEFAULT_TAP_RATE = 100  # events per second per client unless ?rate= says otherwise
 
@@ -100,7 +101,22 @@ class TapHub:
             client.offer(events, sinks, now, self._dropped)
 
 
-def build_app(daemon: "Daemon") -> web.Application:
+class Control(Protocol):
+    """What the API reads and asks of the daemon (``daemon/app.py``), without importing it."""
+
+    config: Any
+    metrics: Metrics
+    pipeline: Any
+    sinks: dict[str, Any]
+
+    def health_problems(self, unhealthy_after_s: float) -> list[str]: ...
+
+    def stats(self) -> dict: ...
+
+    async def reload_from_file(self) -> list[str]: ...
+
+
+def build_app(daemon: Control, hub: "TapHub") -> web.Application:
     from .sources.net import AllowList
 
     allowed: list = [None, None]  # [the config's cidr list, its AllowList]; rebuilt after a reload
@@ -116,8 +132,6 @@ def build_app(daemon: "Daemon") -> web.Application:
         return await handler(request)
 
     app = web.Application(middlewares=[only_allowed])
-    hub = TapHub(daemon.pipeline, daemon.metrics)
-    daemon.tap_hub = hub
 
     async def health(_request: web.Request) -> web.Response:
         problems = daemon.health_problems(daemon.config.api.unhealthy_after_s)
@@ -175,3 +189,69 @@ def build_app(daemon: "Daemon") -> web.Application:
     app.router.add_get("/api/tap", tap)
     app.router.add_post("/api/reload", reload)
     return app
+
+
+class ApiServer:
+    """The API's listening site: started once, moved by a reload (the new address is bound
+    before the old closes), stopped last."""
+
+    def __init__(self, daemon: Control) -> None:
+        _quiet_bad_http_requests()
+        self.tap_hub = TapHub(daemon.pipeline, daemon.metrics)
+        self._runner = web.AppRunner(build_app(daemon, self.tap_hub), access_log=None, handle_signals=False)
+        self._site: web.TCPSite | None = None
+        self.log = structlog.get_logger().bind(component="api")
+
+    async def start(self, listen: str) -> tuple[str, int]:
+        await self._runner.setup()
+        self._site = await self.bind(listen)
+        return self._announce(self._site)
+
+    async def bind(self, listen: str) -> web.TCPSite:
+        from .sources.base import BindError
+
+        host, port = parse_address(listen)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            raise BindError(f"api.listen: cannot bind {listen}: {e.strerror or e}") from None
+        return site
+
+    def _announce(self, site: web.TCPSite) -> tuple[str, int]:
+        server = site._server  # aiohttp keeps the bound sockets here; port 0 needs the real one
+        sock = server.sockets[0] if server and server.sockets else None  # type: ignore[union-attr]
+        address = sock.getsockname()[:2] if sock else parse_address(site.name.rpartition("/")[2])
+        self.log.info("listening", protocol="http", address=f"{address[0]}:{address[1]}")
+        return address
+
+    async def swap(self, listen: str | None, site: web.TCPSite | None) -> tuple[str, int] | None:
+        """Reload: serve on ``site`` (bound by ``bind``), or nowhere when ``listen`` is None.
+        Closes the old listening socket only: the request that asked for this reload (and
+        any other open connection) is answered on its own connection."""
+        old, self._site = self._site, site
+        address = self._announce(site) if site is not None else None
+        if old is not None:
+            await old.stop()
+        return address
+
+    async def stop(self) -> None:
+        self.tap_hub.close()
+        await self._runner.cleanup()
+
+
+def _quiet_bad_http_requests() -> None:
+    """aiohttp logs a traceback for every malformed request a client sends; that is the
+    client's problem, and a flood of them would flood our logs. Real handler errors stay."""
+    import logging
+
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    class _DropClientErrors(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            exc = record.exc_info[1] if record.exc_info else None
+            return not isinstance(exc, HttpProcessingError)
+
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(type(f).__name__ == "_DropClientErrors" for f in server_logger.filters):
+        server_logger.addFilter(_DropClientErrors())

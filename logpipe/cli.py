@@ -32,8 +32,9 @@ def _load_or_exit(path: str):
 def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
-    from .app import Daemon
+    from .daemon.app import Daemon
     from .logs import configure
+    from .sources.base import BindError
 
     config = _load_or_exit(args.config)
     configure(config.daemon.log_level, config.daemon.log_format)
@@ -42,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = structlog.get_logger().bind(component="daemon")
     worker = getattr(args, "worker", None)
     if worker is None and config.daemon.workers > 1:
-        from .workers import run_supervisor
+        from .daemon.supervisor import run_supervisor
 
         try:
             return run_supervisor(config, args.config)
@@ -52,27 +53,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ConfigError as e:
             log.error("start_failed", stage="config", error=str(e))
             return 2
-    if worker is not None:
-        from .workers import apply_worker_overrides
-
-        structlog.contextvars.bind_contextvars(worker=worker)
-        config = apply_worker_overrides(config, worker, args.worker_udp_port, args.worker_tcp_port)
 
     async def main() -> None:
-        daemon = Daemon(config, config_path=args.config)
         if worker is None:
-            await daemon.run()
+            await Daemon(config, config_path=args.config).run()
             return
-        from .workers import serve_worker_channel
+        from .daemon.worker import apply_worker_overrides, serve_worker_channel
 
-        if daemon.syslog is not None:
-            daemon.syslog.reuse_port = True
-        reload = daemon.reload  # a reload re-reads the file: the worker's overrides apply again
-
-        async def reload_with_overrides(new):
-            return await reload(apply_worker_overrides(new, worker, args.worker_udp_port, args.worker_tcp_port))
-
-        daemon.reload = reload_with_overrides  # type: ignore[method-assign]
+        structlog.contextvars.bind_contextvars(worker=worker)
+        ports = dict(_worker_port(p) for p in args.worker_port)
+        daemon = Daemon(config, config_path=args.config, reuse_port=True,
+                        rewrite=lambda c: apply_worker_overrides(c, worker, ports))
         channel = asyncio.create_task(serve_worker_channel(daemon, args.worker_fd))
         try:
             await daemon.run()
@@ -82,33 +73,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
+    except BindError as e:
+        log.error("start_failed", stage="binding", error=str(e))
+        return 1
     except OSError as e:
-        log.error("start_failed", stage="binding", error=f"{e.strerror or e}")
+        where = f"{e.filename}: " if e.filename else ""
+        log.error("start_failed", stage="starting", error=f"{where}{e.strerror or e}")
         return 1
     except ConfigError as e:  # a secret file or variable that cannot be read
+        log.error("start_failed", stage="config", error=str(e))
+        return 2
+    except ValueError as e:  # a setting only checked when built (a timezone name)
         log.error("start_failed", stage="config", error=str(e))
         return 2
     return 0
 
 
+def _worker_port(text: str) -> tuple[str, int]:
+    key, _, port = text.partition("=")
+    return key, int(port)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .config import SyslogSource
+    from .daemon.preflight import environment_problems
+
     config = _load_or_exit(args.config)
-    sources = []
-    if config.sources.syslog:
-        s = config.sources.syslog
-        sources += [f"syslog/udp {s.udp}"] if s.udp else []
-        sources += [f"syslog/tcp {s.tcp}"] if s.tcp else []
-        try:
+    listeners = []
+    problems = [] if args.no_environment else environment_problems(config)
+    for name, source in config.sources.items():
+        listeners += [f"{name}/{key} {address}" for key, _, address in source.listeners()]
+        if isinstance(source, SyslogSource):
             from .parse.syslog import SyslogParser
 
-            SyslogParser(s.timezone)
-        except ValueError as e:
-            print(f"sources.syslog.timezone: {e}", file=sys.stderr)
-            return 2
-    if config.sources.metadata and config.sources.metadata.udp:
-        sources.append(f"metadata/udp {config.sources.metadata.udp}")
+            try:
+                SyslogParser(source.timezone)
+            except ValueError as e:
+                problems.append(f"sources.{name}.timezone: {e}")
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 2
     sinks = ", ".join(f"{name} ({type(s).__struct_config__.tag})" for name, s in config.sinks.items())
-    print(f"ok: {len(sources)} listener(s) [{'; '.join(sources)}], {len(config.transforms)} transform(s), sinks: {sinks}")
+    print(f"ok: {len(listeners)} listener(s) [{'; '.join(listeners)}], {len(config.transforms)} transform(s), sinks: {sinks}")
     if not args.no_environment:
         for warning in asyncio.run(_check_sinks(config)):
             print(f"warning: {warning}", file=sys.stderr)
@@ -118,7 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 async def _check_sinks(config, timeout_s: float = 5.0) -> list[str]:
     """Each sink's reachability probe, concurrently and bounded: warnings, never errors
     (a destination that is down now may be up when the daemon runs)."""
-    from .sinks import build as build_sink
+    from .daemon.assemble import build_sink
 
     async def probe(name: str, sink_config) -> str | None:
         sink = None
@@ -146,20 +153,21 @@ def cmd_test(args: argparse.Namespace) -> int:
     one JSON line (the spec's contract) and names the transform that dropped a line on
     stderr; ``--explain`` prints one JSON object per input line instead:
     ``{"event": {...}, "sinks": [...]}`` or ``{"event": {...}, "dropped_by": "1:drop"}``."""
-    from .enrich import Enricher, MetadataTable
-    from .metrics import Metrics
+    from .daemon.assemble import assemble, syslog_settings
     from .parse.framing import truncate_datagram
     from .parse.metadata import AnnouncementDecoder, AnnouncementError
     from .parse.syslog import SyslogParser
-    from .transforms import Transforms
 
     config = _load_or_exit(args.config)
-    metrics = Metrics()
-    syslog = config.sources.syslog
-    parser = SyslogParser(syslog.timezone if syslog else "UTC", (syslog.parse_body if syslog else "auto") == "auto")
-    max_line = syslog.max_line_bytes if syslog else 65536
-    metadata = config.sources.metadata
-    table = MetadataTable(metadata.max_entries if metadata else 100_000, metadata.ttl_s if metadata else 600, metrics)
+    try:
+        source, syslog = syslog_settings(config, args.source)
+        parser = SyslogParser(syslog.timezone, syslog.parse_body == "auto")  # SOURCE-FIELD
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    max_line = syslog.max_line_bytes
+    graph = assemble(config, sink_names=[], offline=True)
+    table = graph.table
     if args.metadata:
         decoder = AnnouncementDecoder()
         with open(args.metadata, "rb") as f:
@@ -169,8 +177,8 @@ def cmd_test(args: argparse.Namespace) -> int:
                         table.apply(decoder.decode(raw.strip(), None, time.time()))
                     except AnnouncementError as e:
                         print(f"{args.metadata}:{n}: {e.result}: {e}", file=sys.stderr)
-    enricher = Enricher(table, config.enrich.pairs(), metrics)
-    transforms = Transforms(config.transforms, metrics)
+    enricher = graph.pipeline.enricher
+    transforms = graph.pipeline.transforms
     all_sinks = list(config.sinks)
     stream = open(args.lines, "rb") if args.lines else sys.stdin.buffer
     out = sys.stdout.buffer
@@ -212,6 +220,11 @@ def cmd_announce(args: argparse.Namespace) -> int:
                 return 2
         else:
             announcement[key] = value
+    try:
+        host, port = parse_address(args.to)
+    except ValueError as e:
+        print(f"announce: --to: {e}", file=sys.stderr)
+        return 2
     payload = orjson.dumps(announcement)
     if args.secret_file:
         with open(args.secret_file, "rb") as f:
@@ -220,7 +233,6 @@ def cmd_announce(args: argparse.Namespace) -> int:
         text = orjson.dumps(announcement).decode()
         payload = orjson.dumps({"payload": text, "hmac": sign(text, secret)})
     try:
-        host, port = parse_address(args.to)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             if args.bind:
@@ -264,7 +276,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         print("replay: --rate must be > 0", file=sys.stderr)
         return 2
-    options = ReplayOptions(sink=args.sink, sources=args.sources, checkpoint=args.checkpoint, rate=args.rate,
+    options = ReplayOptions(sink=args.sink, sources=args.sources, source=args.source, checkpoint=args.checkpoint, rate=args.rate,
                             format=args.format, table=args.table, mapping=mapping, progress=not args.no_progress)
 
     async def main() -> dict:
@@ -277,6 +289,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replay: {e}", file=sys.stderr)
         return 2
     print(orjson.dumps(summary).decode())
+    for note in _replay_notes(summary, args.sink):
+        print(f"replay: {note}", file=sys.stderr)
+    if summary["already_complete"]:
+        print(f"replay already complete: the checkpoint {summary['checkpoint']} says every source was sent; nothing "
+              "was sent now (delete the checkpoint to replay from the start)", file=sys.stderr)
+        return 0
     if summary["complete"]:
         print(f"replay complete: {summary['sent_events']:,} events sent in {summary['elapsed_s']} s "
               f"({summary['events_per_s']:,} ev/s), {summary['dead_letter_events']} dead letter(s)", file=sys.stderr)
@@ -285,16 +303,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
           "run the same command to resume", file=sys.stderr)
     return 1
 
+
+def _replay_notes(summary: dict, sink: str) -> list[str]:
+    """What a replay read but did not send to ``sink``, and which times were not the data's."""
+    notes = []
+    if summary["routed_elsewhere_events"]:
+        notes.append(f"{summary['routed_elsewhere_events']:,} event(s) routed by the transforms to other sinks only: "
+                     f"not sent (replay feeds {sink} alone)")
+    if summary["dropped_by_transforms_events"]:
+        notes.append(f"{summary['dropped_by_transforms_events']:,} event(s) dropped by transforms")
+    missing, unreadable = summary["time_missing_events"], summary["time_unreadable_events"]
+    if missing or unreadable:
+        times = ", ".join(f"{path}: {when}" for path, when in summary["fallback_times"].items())
+        notes.append(f"{missing:,} record(s) without _time and {unreadable:,} with an unreadable one (flagged "
+                     f"parse_error, the value kept as body._time) got their file's modification time ({times})")
+    return notes
+
 def _api_url(args: argparse.Namespace) -> str:
     """``--api URL``, else ``api.listen`` of ``-c FILE`` (a wildcard host means loopback)."""
     if args.api:
         return args.api if "://" in args.api else "http://" + args.api
     if args.config:
         config = _load_or_exit(args.config)
-        if not config.api.listen:
-            print(f"{args.config}: api.listen is not set; the daemon serves no API", file=sys.stderr)
+        if not config.api.address:
+            print(f"{args.config}: the API is off (api.enabled = false or no api.listen); the daemon serves none",
+                  file=sys.stderr)
             sys.exit(2)
-        host, port = parse_address(config.api.listen)
+        host, port = parse_address(config.api.address)
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     return "http://127.0.0.1:8686"
@@ -307,7 +342,10 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    """Streams /api/tap to stdout, one JSON object per line: {"sinks": [...], "event": {...}}."""
+    """Streams /api/tap to stdout, one JSON object per line: {"sinks": [...], "event": {...}}.
+    Exit 0 after --limit events or Ctrl-C, 1 when the daemon ends the stream (it stopped
+    or died) or cannot be reached, 2 for a refused request (an unknown --sink)."""
+    import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -317,22 +355,29 @@ def cmd_tap(args: argparse.Namespace) -> int:
         query["sink"] = args.sink
     url = _api_url(args).rstrip("/") + "/api/tap?" + urllib.parse.urlencode(query)
     out = sys.stdout.buffer
+    received = 0
     try:
         with urllib.request.urlopen(url, timeout=None) as resp:
             for line in resp:
                 out.write(line)
                 out.flush()
+                received += 1
     except urllib.error.HTTPError as e:
         print(f"tap: {e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as e:
-        print(f"tap: cannot read {url}: {e}", file=sys.stderr)
+    except BrokenPipeError:  # piped into head
+        return 0
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        print(f"tap: reading {url}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:  # piped into head
+    if args.limit and received >= args.limit:
         return 0
-    return 0
+    # The daemon ends a stream only when it stops (or dies): not what the user asked for.
+    print(f"tap: the daemon closed the stream after {received} event(s)"
+          + (f" of --limit {args.limit}" if args.limit else ""), file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,23 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     run.add_argument("-c", "--config", required=True)
-    # Internal: how a daemon.workers > 1 supervisor starts its workers (logpipe/workers.py).
+    # Internal: how a daemon.workers > 1 supervisor starts its workers (logpipe/daemon/supervisor.py, worker.py).
     run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
-    run.add_argument("--worker-udp-port", type=int, default=None, help=argparse.SUPPRESS)
-    run.add_argument("--worker-tcp-port", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--worker-port", action="append", default=[], help=argparse.SUPPRESS)  # SOURCE.udp=PORT
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a config file")
     validate.add_argument("-c", "--config", required=True)
-    validate.add_argument("--no-environment", action="store_true", help="skip the sink reachability checks")
+    validate.add_argument("--no-environment", action="store_true",
+                          help="skip the checks of this machine: files, environment variables, data_dir, sink reachability")
     validate.set_defaults(func=cmd_validate)
 
     test = sub.add_parser("test", help="parse, enrich and transform raw lines; print events as JSON lines")
     test.add_argument("-c", "--config", required=True)
     test.add_argument("lines", nargs="?", help="file of raw syslog lines (default: stdin)")
     test.add_argument("--metadata", help="file of announcements (JSON lines) loaded first")
+    test.add_argument("--source", help="the syslog source whose timezone and parse_body apply (default: the first)")
     test.add_argument("--source-ip", help="the sender's address for every line")
     test.add_argument(
         "--explain",
@@ -376,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="backfill old logs (NDJSON, syslog text, gzip'd or not, SQLite) into a sink")
     replay.add_argument("-c", "--config", required=True)
     replay.add_argument("--sink", required=True, help="name of the sink in the config")
+    replay.add_argument("--source", help="the syslog source whose timezone and parse_body apply (default: the first)")
     replay.add_argument("sources", nargs="+", metavar="SOURCE", help="files, read in order")
     replay.add_argument("--checkpoint", help="resume file (default: DATA_DIR/replay/SINK.checkpoint.json)")
     replay.add_argument("--rate", type=float, help="at most this many events per second")

@@ -101,14 +101,14 @@ class MetadataTable:
         """The index an announcement key (``ip``, ``hostname``, ``container_id``) joins on."""
         return {"ip": self.by_ip, "hostname": self.by_hostname, "container_id": self.by_container_id}[key]
 
-    def apply(self, ann: Announcement) -> str:
+    def apply(self, ann: Announcement, default_ttl_s: float | None = None) -> str:
         """Store or remove; returns the metric result (``ok`` or ``removed``)."""
         if ann.op == "remove":
             for entry in self._matching(ann):
                 self._cache.pop(entry.key, None)
                 self._unindex(entry, "removed")
             return "removed"
-        return self._store(ann, ann.ttl_s or self.default_ttl_s)
+        return self._store(ann, ann.ttl_s or default_ttl_s or self.default_ttl_s)
 
     def _store(self, ann: Announcement, ttl_s: float) -> str:
         if ann.container_id:

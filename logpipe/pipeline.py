@@ -37,66 +37,19 @@ from .enrich import Enricher
 from .metrics import Metrics
 from .transforms import Transforms
 
-__all__ = ["Pipeline", "SinkLane", "FlowControl"]
-
-
-class FlowControl:
-    """Pauses and resumes every registered TCP transport while any blocking lane is full."""
-
-    def __init__(self) -> None:
-        self._transports: set = set()
-        self._full: set[str] = set()
-        self._logged_pause = False
-        self.log = structlog.get_logger().bind(component="flow")
-
-    @property
-    def paused(self) -> bool:
-        return bool(self._full)
-
-    def register(self, transport) -> None:
-        self._transports.add(transport)
-        if self._full:
-            transport.pause_reading()
-
-    def unregister(self, transport) -> None:
-        self._transports.discard(transport)
-
-    def release_all(self) -> None:
-        """Resume every transport regardless of pressure (graceful stop: read what was sent)."""
-        self._full.clear()
-        for transport in list(self._transports):
-            if not transport.is_closing():
-                transport.resume_reading()
-
-    def set_full(self, lane: str, full: bool, routine: bool = False) -> None:
-        """``routine``: the pause is a memory buffer's lead (reading ahead of a healthy sink),
-        which happens all the time at full speed and is not worth a log line."""
-        was_paused = bool(self._full)
-        if full:
-            self._full.add(lane)
-        else:
-            self._full.discard(lane)
-        if bool(self._full) != was_paused:
-            if self._full and not routine:
-                self._logged_pause = True
-                self.log.info("sources_paused", sinks=sorted(self._full))
-            elif not self._full and self._logged_pause:
-                self._logged_pause = False
-                self.log.info("sources_resumed", sinks=[])
-            for transport in list(self._transports):
-                if transport.is_closing():
-                    continue
-                if self._full:
-                    transport.pause_reading()
-                else:
-                    transport.resume_reading()
+__all__ = ["Pipeline", "SinkLane"]
 
 
 class SinkLane:
-    def __init__(self, name: str, buffer: Buffer, when_full: str, flow: FlowControl, metrics: Metrics) -> None:
+    """One sink's entrance. ``on_full(name, full, routine)`` is called on its buffer's
+    pressure edges when ``when_full = "block"`` (the sources' flow control pauses reading)."""
+
+    def __init__(self, name: str, buffer: Buffer, when_full: str, on_full: Callable[[str, bool, bool], None] | None,
+                 metrics: Metrics) -> None:
         self.name = name
         self.buffer = buffer
         self.block = when_full == "block"
+        self.log = structlog.get_logger().bind(component=f"sink.{name}")
         dropped = metrics.counter("logpipe_dropped_events_total", "Events dropped, by stage and reason", ("stage", "reason"))
         self._dropped_full = dropped.labels("buffering", "buffer_full")
         self._sink_dropped_full = metrics.counter(
@@ -111,8 +64,8 @@ class SinkLane:
         metrics.gauge("logpipe_buffer_oldest_age_seconds", "Age of the oldest unacknowledged event", ("sink",)).set_function(
             buffer.oldest_age_s, name
         )
-        if self.block:
-            buffer.on_pressure = lambda full: flow.set_full(name, full, routine=not buffer.is_full)
+        if self.block and on_full is not None:
+            buffer.on_pressure = lambda full: on_full(name, full, not buffer.is_full)
 
     def offer(self, records: list[bytes], nbytes: int, holdable: bool) -> None:
         if self._accepts(len(records), holdable):
@@ -127,6 +80,9 @@ class SinkLane:
         if self.buffer.is_full and not (self.block and holdable):
             self._dropped_full.inc(count)
             self._sink_dropped_full.inc(count)
+            # Per chunk, and the log's repeat limiter keeps one line per 10 s with a count.
+            self.log.warning("events_dropped", stage="buffering", sink=self.name, reason="buffer_full", events=count,
+                             when_full="block" if self.block else "drop_newest")
             return False
         return True
 
@@ -144,12 +100,20 @@ class Pipeline:
         self._encode_lines = encoder.encode_lines
         self.hold = None  # a hold.Hold when enrich.hold_ms > 0 (set by the daemon)
 
-    def ingest(self, events: list[dict], holdable: bool) -> None:
+    def full_sinks(self) -> list[str]:
+        """Sinks whose buffer is full now. A source that answers its senders (http, nats)
+        asks before ``ingest`` and refuses the chunk (429/503, no ack) instead of pushing."""
+        return [lane.name for lane in self.lanes if lane.buffer.is_full]
+
+    def ingest(self, events: list[dict], holdable: bool, may_hold: bool = True) -> None:
         """Enrich, transform, encode once, and hand the records to every sink lane.
-        ``holdable`` says whether the source can be paused (TCP) or not (UDP)."""
+        ``holdable`` says whether the source can be paused (TCP) or not (UDP).
+        ``may_hold=False`` skips the enrichment hold: when this returns, every event is in
+        its sinks' buffers (a disk buffer has written it to the kernel), which is what a
+        source that acknowledges to its sender (http, nats) needs before it answers."""
         if not events:
             return
-        hold = self.hold
+        hold = self.hold if may_hold else None
         if hold is None:
             self.enricher.enrich(events)
         else:

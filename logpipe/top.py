@@ -157,6 +157,7 @@ def render(api: str, previous: dict | None, current: dict, interval_s: float) ->
             f"{_si(_sum(current, 'logpipe_dead_letter_events_total', sink=name)):>6}"
             f"{_si(sink.get('buffer_events', 0)):>8}{fill:>6}{_latency(latency):>9}  {status:<6}"
         )
+    lines += _nats_lines(current, rate)
     drops = [(k, v) for k, v in _series(current, "logpipe_dropped_events_total").items() if v]
     lines.append("")
     if drops:
@@ -167,6 +168,30 @@ def render(api: str, previous: dict | None, current: dict, interval_s: float) ->
     for problem in problems:
         lines.append(problem)
     return "\n".join(line[:WIDTH] for line in lines) + "\n"
+
+
+def _nats_lines(current: dict, rate) -> list[str]:
+    """JetStream per nats sink (messages published, stored, duplicates dropped by the stream)
+    and per nats source (messages received, acknowledged, redelivered, the consumer's
+    pending, held here): only when the daemon has either."""
+    sinks = sorted({_labels(k).get("sink", "?") for k in _series(current, "logpipe_nats_published_messages_total")})
+    sources = sorted({_labels(k).get("source", "?") for k in _series(current, "logpipe_nats_messages_total")})
+    if not sinks and not sources:
+        return []
+    out = ["", f"{'NATS':<16}{'MSGS/S':>8}{'TOTAL':>8}{'ACKED':>8}{'REDELIV':>8}{'PENDING':>8}{'HELD':>7}{'DUPS':>7}"]
+    for name in sinks:
+        out.append(f"{(name + ' >pub')[:15]:<16}{rate('logpipe_nats_published_messages_total', sink=name):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_published_messages_total', sink=name)):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_publish_acked_messages_total', sink=name)):>8}"
+                   f"{'':>8}{'':>8}{'':>7}{_si(_sum(current, 'logpipe_nats_publish_duplicates_total', sink=name)):>7}")
+    for name in sources:
+        out.append(f"{(name + ' <sub')[:15]:<16}{rate('logpipe_nats_messages_total', source=name, result='received'):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_messages_total', source=name, result='received')):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_messages_total', source=name, result='acked')):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_messages_total', source=name, result='redelivered')):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_pending_messages', source=name)):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_in_flight_messages', source=name)):>7}{'':>7}")
+    return out
 
 
 def run(api: str, once: bool, interval_s: float = 1.0, out=None) -> int:

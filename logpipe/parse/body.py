@@ -45,12 +45,15 @@ import msgspec
 __all__ = [
     "BODY_STARTS",
     "HEADER_FIELDS",
+    "LEVEL_KEYS",
     "RESERVED",
     "BodyEvent",
     "BodyReader",
     "decode_body",
     "apply_body",
     "apply_labels",
+    "as_msg",
+    "level_of",
     "normalize_level",
 ]
 
@@ -77,11 +80,12 @@ _LEVEL_WORDS = {
 }
 SEVERITY_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 _LEVEL_WORDS.update({str(i): name for i, name in enumerate(SEVERITY_LEVELS)})
-_LEVEL_KEYS = ("level", "lvl", "severity", "loglevel")
+LEVEL_KEYS = ("level", "lvl", "severity", "loglevel")  # the first present sets ``level``
+_LEVEL_KEYS = LEVEL_KEYS
 # The first characters of a message that can be a JSON body ("{", or whitespace before it):
 # with "=" for logfmt, the parsers' test for "may have a body" before calling apply (one set
 # lookup instead of two slices and str.isspace).
-# (Every character str.isspace() accepts, spelled out: tests/test_parse_body.py checks it.)
+# (Every character str.isspace() accepts, spelled out: tests/parse/test_parse_body.py checks it.)
 BODY_STARTS = frozenset(
     "{\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
     "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
@@ -249,8 +253,21 @@ def _logfmt_plain(text: str) -> dict[str, object] | None:
     return fields if quoted == len(parts) else None
 
 
-def _as_msg(value: object) -> str:
+def as_msg(value: object) -> str:
+    """A ``msg``/``message`` value as ``_msg`` text: a string as is, anything else as JSON."""
     return value if type(value) is str else _json_encode(value).decode()
+
+
+_as_msg = as_msg
+
+
+def level_of(fields: Mapping[str, object]) -> str | None:
+    """The normalized value of the first present of :data:`LEVEL_KEYS`; None when there is
+    none or it does not normalize (then ``level`` is left alone)."""
+    for key in LEVEL_KEYS:
+        if key in fields:
+            return normalize_level(fields[key])
+    return None
 
 
 class _Shape(NamedTuple):
@@ -369,12 +386,9 @@ def _apply_general(event: dict[str, object], fields: dict[str, object]) -> BodyE
     elif "message" in fields:
         msg = fields.pop("message")
         merged["_msg"] = msg if type(msg) is str else _as_msg(msg)
-    for key in _LEVEL_KEYS:
-        if key in fields:
-            level = normalize_level(fields[key])
-            if level is not None:
-                merged["level"] = level
-            break
+    level = level_of(fields)
+    if level is not None:
+        merged["level"] = level
     if not (fields.keys().isdisjoint(RESERVED) and fields.keys().isdisjoint(event.keys())):
         clashes = []
         for key in fields:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import structlog
 
@@ -16,6 +17,7 @@ from ..config import MetadataSource
 from ..enrich import MetadataTable
 from ..metrics import Metrics
 from ..parse.metadata import AnnouncementDecoder, AnnouncementError
+from .base import bind_or_explain, show_address
 from .net import AllowList, udp_socket
 
 __all__ = ["MetadataListener"]
@@ -69,7 +71,19 @@ class RateLimiter:
 
 
 class MetadataListener:
-    def __init__(self, config: MetadataSource, table: MetadataTable, metrics: Metrics, secret: bytes | None = None) -> None:
+    """One ``type = "metadata"`` source (``sources/base.py``). Every metadata source feeds
+    the one table; an announcement without ``ttl_s`` gets this source's ``ttl_s``."""
+
+    # A burst of announcements (a node starting hundreds of containers) overflows the
+    # default ~200 KiB receive buffer after ~170 datagrams; 4 MiB holds thousands.
+    RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+    # Settings read once, at start: a reload that changes them is refused (daemon/reload.py).
+    RESTART_KEYS = ("secret", "secret_file", "secret_env", "replay_window_s", "rate_per_s", "rate_burst", "max_labels",
+                    "max_label_value_bytes", "nats")
+
+    def __init__(self, name: str, config: MetadataSource, table: MetadataTable, metrics: Metrics,
+                 secret: bytes | None = None) -> None:
+        self.name = name
         self.config = config
         self.table = table
         self.decoder = AnnouncementDecoder(
@@ -84,13 +98,22 @@ class MetadataListener:
         self._results = {r: family.labels(r) for r in RESULTS}
         self._received = metrics.counter(
             "logpipe_received_events_total", "Messages read from sockets", ("source", "protocol")
-        ).labels("metadata", "udp")
+        ).labels(name, "udp")
         self._bytes = metrics.counter("logpipe_received_bytes_total", "Bytes read from sockets", ("source", "protocol")).labels(
-            "metadata", "udp"
+            name, "udp"
         )
-        self.address: tuple[str, int] | None = None
+        self.addresses: dict[str, tuple[str, int]] = {}
         self._transport: asyncio.DatagramTransport | None = None
-        self.log = structlog.get_logger().bind(component="source.metadata")
+        self.log = structlog.get_logger().bind(component=f"source.{name}")
+        self._relay: Any = None  # sources/announce_relay.NatsRelay with config.nats
+        if config.nats is not None:
+            from .announce_relay import NatsRelay
+
+            self._relay = NatsRelay(self, config.nats, metrics)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self.addresses.get("udp")
 
     def receive(self, data: bytes, ip: str) -> str:
         self._received.inc()
@@ -100,32 +123,54 @@ class MetadataListener:
         elif not self.rate.allow(ip, time.monotonic()):
             result = "rate_limited"
         else:
-            try:
-                result = self.table.apply(self.decoder.decode(data, ip, time.time()))
-            except AnnouncementError as e:
-                result = e.result
+            result = self.apply(data, ip)
+            if self._relay is not None and result in ("ok", "removed"):
+                self._relay.publish(data, ip)
         self._results[result].inc()
         return result
 
-    async def start(self) -> None:
-        if not self.config.udp:
-            return
-        loop = asyncio.get_running_loop()
-        # A burst of announcements (a node starting hundreds of containers) overflows the
-        # default ~200 KiB receive buffer after ~170 datagrams; 4 MiB holds thousands.
-        sock = udp_socket(self.config.udp, 4 * 1024 * 1024)
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-        self.address = sock.getsockname()[:2]
-        self.log.info("listening", protocol="udp", address=f"{self.address[0]}:{self.address[1]}")
+    def apply(self, data: bytes, ip: str | None) -> str:
+        """Verify and decode one announcement (HMAC, replay window, limits) into the table."""
+        try:
+            return self.table.apply(self.decoder.decode(data, ip, time.time()), self.config.ttl_s)
+        except AnnouncementError as e:
+            return e.result
 
-    def reconfigure(self, config: MetadataSource) -> None:
-        """Reload with the same ``udp`` address: the socket stays, the allow list changes.
-        (A changed address gets a new listener, started before this one stops.)"""
+    def count(self, result: str) -> None:
+        self._results[result].inc()
+
+    async def start(self) -> None:
+        await self.reconfigure(self.config, self.bind_changed(self.config))
+        if self._relay is not None:
+            await self._relay.start()
+
+    def bind_changed(self, config: MetadataSource) -> dict:
+        AllowList(config.allow)
+        if config.udp and (config.udp != self.config.udp or self._transport is None):
+            return {"udp": bind_or_explain(udp_socket, f"sources.{self.name}.udp", config.udp, self.RECEIVE_BUFFER_BYTES)}
+        return {}
+
+    async def reconfigure(self, config: MetadataSource, bound: dict) -> None:
+        """Start a newly bound socket before the replaced one closes; the allow list and
+        ``ttl_s`` apply to the next datagram."""
         self.allow = AllowList(config.allow)
         self.config = config
-        self.table.default_ttl_s = config.ttl_s
+        old = self._transport
+        if "udp" in bound:
+            sock = bound["udp"]
+            loop = asyncio.get_running_loop()
+            self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+            self.addresses["udp"] = sock.getsockname()[:2]
+            self.log.info("listening", protocol="udp", address=show_address(self.addresses["udp"]))
+        elif not config.udp:
+            self._transport = None
+            self.addresses.pop("udp", None)
+        if old is not None and old is not self._transport:
+            old.close()
 
     async def stop(self) -> None:
+        if self._relay is not None:
+            await self._relay.stop()
         if self._transport is not None:
             self._transport.close()
             self._transport = None

@@ -8,8 +8,11 @@ always works on chunks.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
 import ssl
+import struct
+import termios
 import time
 
 import structlog
@@ -18,29 +21,28 @@ from ..config import SyslogSource
 from ..metrics import Metrics
 from ..parse.framing import StreamFramer, Truncated, truncate_datagram
 from ..parse.syslog import SyslogParser
-from ..pipeline import FlowControl, Pipeline
+from ..pipeline import Pipeline
+from .base import BindError, bind_or_explain, release, show_address
+from .flow import FlowControl
 from .net import AllowList, tcp_socket, udp_kernel_drops, udp_socket
 
 __all__ = ["SyslogListeners"]
 
-SOURCE = "syslog"
-
-
 class _Counters:
-    def __init__(self, metrics: Metrics, protocol: str) -> None:
+    def __init__(self, metrics: Metrics, source: str, protocol: str) -> None:
         self.events = metrics.counter(
             "logpipe_received_events_total", "Messages read from sockets", ("source", "protocol")
-        ).labels(SOURCE, protocol)
+        ).labels(source, protocol)
         self.bytes = metrics.counter("logpipe_received_bytes_total", "Bytes read from sockets", ("source", "protocol")).labels(
-            SOURCE, protocol
+            source, protocol
         )
         dropped = metrics.counter("logpipe_dropped_events_total", "Events dropped, by stage and reason", ("stage", "reason"))
         self.not_allowed = dropped.labels("receiving", "not_allowed")
         self.too_many_connections = dropped.labels("receiving", "too_many_connections")
         self.idle_closed = metrics.counter(
             "logpipe_connections_closed_total", "TCP connections logpipe closed, by reason", ("source", "reason")
-        ).labels(SOURCE, "idle_timeout")
-        self.truncated = metrics.counter("logpipe_truncated_events_total", "Messages cut at max_line_bytes", ("source",)).labels(SOURCE)
+        ).labels(source, "idle_timeout")
+        self.truncated = metrics.counter("logpipe_truncated_events_total", "Messages cut at max_line_bytes", ("source",)).labels(source)
 
 
 class _TcpConnection(asyncio.Protocol):
@@ -68,6 +70,7 @@ class _TcpConnection(asyncio.Protocol):
         self._transport = transport
         owner.connections.add(self)
         owner.flow.register(transport)
+        owner.log.debug("connection_opened", peer=self._ip, connections=len(owner.connections))
 
     def data_received(self, data: bytes) -> None:
         owner = self._owner
@@ -96,6 +99,7 @@ class _TcpConnection(asyncio.Protocol):
             owner.pipeline.ingest(owner.parser.parse_lines(lines, time.time(), self._ip), True)
         owner.connections.discard(self)
         owner.flow.unregister(self._transport)
+        owner.log.debug("connection_closed", peer=self._ip, error=str(exc) if exc else None)
         self._transport = None
         if not owner.connections:
             owner.all_closed.set()
@@ -107,6 +111,17 @@ class _TcpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def unread_bytes(self) -> int:
+        """Bytes the kernel holds for this connection that logpipe has not read (FIONREAD):
+        at a stop they are lost, since TCP syslog has no acknowledgement to withhold."""
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is None:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            return 0
 
 
 class _UdpReader:
@@ -204,16 +219,18 @@ class _UdpReader:
 
 
 class SyslogListeners:
-    """The ``[sources.syslog]`` listeners. ``start`` binds; ``stop`` closes them."""
+    """One ``type = "syslog"`` source: its UDP and TCP (or TLS) listeners (``sources/base.py``)."""
 
-    def __init__(self, config: SyslogSource, pipeline: Pipeline, flow: FlowControl, metrics: Metrics) -> None:
+    def __init__(self, name: str, config: SyslogSource, pipeline: Pipeline, flow: FlowControl, metrics: Metrics,
+                 reuse_port: bool = False) -> None:
+        self.name = name
         self.config = config
         self.pipeline = pipeline
         self.flow = flow
-        self.parser = SyslogParser(config.timezone, config.parse_body == "auto")
+        self.parser = _parser(name, config)
         self.allow = AllowList(config.allow)
-        self.tcp_counters = _Counters(metrics, "tls" if config.tls else "tcp")
-        self.udp_counters = _Counters(metrics, "udp")
+        self.tcp_counters = _Counters(metrics, name, "tls" if config.tls else "tcp")
+        self.udp_counters = _Counters(metrics, name, "udp")
         self.connections: set[_TcpConnection] = set()
         self.all_closed = asyncio.Event()
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -224,39 +241,46 @@ class SyslogListeners:
         self._metrics = metrics
         self._idle_timer: asyncio.TimerHandle | None = None
         metrics.gauge("logpipe_tcp_connections", "Open syslog TCP/TLS connections", ("source",)).set_function(
-            lambda: len(self.connections), SOURCE
+            lambda: len(self.connections), name
         )
         # Read through self: a reload may replace the parser (it carries the counts over).
         metrics.counter("logpipe_parse_errors_total", "Lines stored raw because they fit neither RFC", ("source",)).set_function(
-            lambda: self.parser.parse_errors, SOURCE
+            lambda: self.parser.parse_errors, name
         )
         # The framer counts cuts at max_line_bytes; the parser counts cuts of _msg below
         # VictoriaLogs' line limit. Both are truncations of this source.
         metrics.counter("logpipe_truncated_events_total", "Messages cut at max_line_bytes", ("source",)).set_function(
-            lambda: self.parser.truncated, SOURCE
+            lambda: self.parser.truncated, name
         )
-        self.log = structlog.get_logger().bind(component="source.syslog")
-        # Set by a worker of daemon.workers > 1 (logpipe/workers.py), which shares the ports.
-        self.reuse_port = False
+        self.unread_at_stop = metrics.counter(
+            "logpipe_unread_bytes_at_shutdown_total", "Bytes clients sent that a stop closed unread", ("source",)
+        ).labels(name)
+        self.log = structlog.get_logger().bind(component=f"source.{name}")
+        # A worker of daemon.workers > 1 shares the ports with the other workers.
+        self.reuse_port = reuse_port
 
     async def start(self) -> None:
-        if self.config.udp:
-            await self._start_udp(udp_socket(self.config.udp, self.config.udp_receive_buffer_bytes, self.reuse_port))
-        if self.config.tcp:
-            await self._start_tcp(tcp_socket(self.config.tcp, self.reuse_port))
+        bound = self.bind_changed(self.config)
+        try:
+            if "udp" in bound:
+                await self._start_udp(bound.pop("udp"))
+            if "tcp" in bound:
+                await self._start_tcp(bound.pop("tcp"))
+        finally:
+            release(bound)
 
     async def _start_udp(self, sock) -> None:
         self._udp_reader = _UdpReader(self, sock)
         self.addresses["udp"] = sock.getsockname()[:2]
         self._metrics.counter(
             "logpipe_udp_kernel_drops_total", "Datagrams the kernel dropped before logpipe read them", ("source",)
-        ).set_function(lambda: self._udp_drops_before + udp_kernel_drops(sock), SOURCE)
+        ).set_function(lambda: self._udp_drops_before + udp_kernel_drops(sock), self.name)
         self._udp_sock = sock
         # The kernel reports (and charges against) twice what was set; less than twice
         # what was asked means SO_RCVBUF was capped at net.core.rmem_max.
         asked = self.config.udp_receive_buffer_bytes
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        self.log.info("listening", protocol="udp", address=_show(self.addresses["udp"]), receive_buffer_bytes=got)
+        self.log.info("listening", protocol="udp", address=show_address(self.addresses["udp"]), receive_buffer_bytes=got)
         if got < 2 * asked:
             self.log.warning("udp_receive_buffer_capped", asked=asked, got=got // 2,
                              hint="raise net.core.rmem_max or run with CAP_NET_ADMIN; bursts will be dropped sooner")
@@ -267,14 +291,20 @@ class SyslogListeners:
         if tls is None:
             self._server = await loop.create_server(lambda: _TcpConnection(self), sock=sock)
         else:
+            try:
+                context = tls_context(tls)
+            except (OSError, ssl.SSLError) as e:
+                sock.close()
+                raise BindError(f"sources.{self.name}.tls: cannot load {tls.cert}, {tls.key}"
+                                f"{', ' + tls.client_ca if tls.client_ca else ''}: {e.strerror or e}") from None
             self._server = await loop.create_server(
                 lambda: _TcpConnection(self),
                 sock=sock,
-                ssl=tls_context(tls),
+                ssl=context,
                 ssl_handshake_timeout=tls.handshake_timeout_s,
             )
         self.addresses["tcp"] = sock.getsockname()[:2]
-        self.log.info("listening", protocol="tls" if tls else "tcp", address=_show(self.addresses["tcp"]),
+        self.log.info("listening", protocol="tls" if tls else "tcp", address=show_address(self.addresses["tcp"]),
                       client_certificates=bool(tls and tls.client_ca))
         if self.config.idle_timeout_s and self._idle_timer is None:
             self._schedule_idle_sweep()
@@ -298,19 +328,19 @@ class SyslogListeners:
             self.log.info("idle_connections_closed", connections=len(idle), idle_timeout_s=timeout)
 
     def bind_changed(self, config: SyslogSource) -> dict:
-        """Reload, step 1 (may raise OSError/ValueError, then nothing changed): check the new
+        """Reload, step 1 (may raise BindError/ValueError, then nothing changed): check the new
         settings and bind the sockets of changed addresses, while the old ones still listen."""
-        SyslogParser(config.timezone)  # an unknown timezone raises ValueError here
+        _parser(self.name, config)  # an unknown timezone raises ValueError here
         AllowList(config.allow)
         bound = {}
         try:
             if config.udp and (config.udp != self.config.udp or self._udp_reader is None):
-                bound["udp"] = _bind(udp_socket, "udp", config.udp, config.udp_receive_buffer_bytes, self.reuse_port)
+                bound["udp"] = bind_or_explain(udp_socket, f"sources.{self.name}.udp", config.udp,
+                                               config.udp_receive_buffer_bytes, self.reuse_port)
             if config.tcp and (config.tcp != self.config.tcp or self._server is None):
-                bound["tcp"] = _bind(tcp_socket, "tcp", config.tcp, self.reuse_port)
-        except ValueError:
-            for sock in bound.values():
-                sock.close()
+                bound["tcp"] = bind_or_explain(tcp_socket, f"sources.{self.name}.tcp", config.tcp, self.reuse_port)
+        except OSError:
+            release(bound)
             raise
         return bound
 
@@ -320,13 +350,13 @@ class SyslogListeners:
         (connections keep their framer; new settings apply to the next chunk they read)."""
         old = self.config
         if config.timezone != old.timezone or config.parse_body != old.parse_body:
-            parser = SyslogParser(config.timezone, config.parse_body == "auto")
+            parser = _parser(self.name, config)
             parser.parse_errors, parser.truncated = self.parser.parse_errors, self.parser.truncated
             self.parser = parser
         self.allow = AllowList(config.allow)
         self.config = config
         old_udp, old_server = self._udp_reader, self._server
-        old_addresses = {k: _show(v) for k, v in self.addresses.items()}
+        old_addresses = {k: show_address(v) for k, v in self.addresses.items()}
         if "udp" in bound or (not config.udp and old_udp is not None):
             if old_udp is not None:
                 self._udp_drops_before += udp_kernel_drops(self._udp_sock)
@@ -372,13 +402,26 @@ class SyslogListeners:
                     await asyncio.wait_for(self.all_closed.wait(), min(wait, deadline - time.monotonic()))
                 except TimeoutError:
                     pass
+            unread = [c.unread_bytes() for c in self.connections]
             for conn in list(self.connections):
                 conn.close()
+            if any(unread):
+                self.unread_at_stop.inc(sum(unread))
+                self.log.warning("unread_at_shutdown", stage="receiving", bytes=sum(unread),
+                                 connections=sum(1 for u in unread if u), grace_s=grace_s,
+                                 hint="sent by the clients but not read before the stop; TCP syslog cannot acknowledge")
             if self.connections:
                 try:
                     await asyncio.wait_for(self.all_closed.wait(), 5)
                 except TimeoutError:
                     self.log.warning("connections_not_closed", stage="receiving", count=len(self.connections))
+
+
+def _parser(name: str, config: SyslogSource) -> SyslogParser:
+    try:
+        return SyslogParser(config.timezone, config.parse_body == "auto")  # SOURCE-FIELD
+    except ValueError as e:
+        raise ValueError(f"sources.{name}.timezone: {e}") from None
 
 
 def tls_context(tls) -> ssl.SSLContext:
@@ -391,15 +434,3 @@ def tls_context(tls) -> ssl.SSLContext:
         context.load_verify_locations(cafile=tls.client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
-
-
-def _bind(make, protocol: str, address: str, *args):
-    try:
-        return make(address, *args)
-    except OSError as e:
-        raise ValueError(f"sources.syslog.{protocol}: cannot bind {address}: {e.strerror or e}") from None
-
-
-def _show(address: tuple[str, int]) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,201 @@
+"""``[sinks.NAME]``: one Struct per sink type, a tagged union on ``type``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from msgspec import Meta, field
+
+from .base import (
+    Address,
+    Base,
+    Batch,
+    Buffer,
+    NonNegativeInt,
+    PositiveInt,
+    check_address,
+    check_secret_sources,
+)
+from .nats import Seconds, sink_fields_check, with_connection
+
+class _SinkBase(Base, tag_field="type"):
+    batch: Batch = field(default_factory=Batch)
+    buffer: Buffer = field(default_factory=Buffer)
+    # Retries of a failing batch back off exponentially with jitter up to this cap;
+    # a retryable failure is retried forever (nothing accepted is dropped).
+    retry_initial_ms: PositiveInt = 200
+    retry_max_ms: PositiveInt = 30_000
+    # Batches in flight to the sink at once. More than 1 lets a sink that ingests in
+    # parallel (VictoriaLogs, ClickHouse) use its cores while logpipe keeps parsing;
+    # batches may then arrive out of order (stores sort by _time; a file sink should keep 1).
+    concurrency: PositiveInt = 1
+    request_timeout_s: PositiveInt = 30
+
+
+class VictoriaLogsSink(_SinkBase, tag="victorialogs"):
+    url: str = "http://127.0.0.1:9428"
+    stream_fields: list[str] = field(default_factory=list)
+    account_id: NonNegativeInt | None = None
+    project_id: NonNegativeInt | None = None
+    compression: Literal["none", "gzip"] = "gzip"
+    extra_fields: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
+
+
+_CH_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CH_TEMPLATE = re.compile(r"(?:[A-Za-z0-9_]|\{[A-Za-z0-9_.@-]+\})+")
+
+
+class ClickHouseSink(_SinkBase, tag="clickhouse"):
+    # Few large inserts: every insert makes a part, and many small parts end in
+    # "too many parts" (Code 252) and a read-only table.
+    batch: Batch = field(default_factory=lambda: Batch(max_events=50_000, max_bytes=16_000_000, max_age_ms=5000))
+    url: str = "http://127.0.0.1:8123"
+    database: str = "logs"
+    table: str = "app"
+    default_table: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    password: str | None = None
+    password_file: str | None = None  # trailing whitespace ignored
+    password_env: str | None = None
+    compression: Literal["none", "gzip"] = "gzip"
+    # At most one insert per table per interval, whatever the batch settings.
+    min_insert_interval_ms: NonNegativeInt = 1000
+    # Create a missing database/table with the recommended schema instead of waiting for it.
+    create_table: bool = False
+    # Value for a column when the event's value cannot be converted to the column's type
+    # (otherwise the key is omitted and the server's default applies).
+    column_defaults: dict[str, Union[int, float, str]] = field(default_factory=dict)
+    # Types for `clickhouse-schema` and `create_table`, overriding the guessed ones.
+    column_types: dict[str, str] = field(default_factory=dict)
+    # Per-level retention for the generated TTL; "default" covers every other level.
+    retention_days: dict[str, PositiveInt] = field(
+        default_factory=lambda: {"debug": 3, "info": 30, "warn": 90, "error": 180, "default": 30}
+    )
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
+        if "{" in self.table and self.default_table is None:
+            raise ValueError("default_table: required when table is a template")
+        check_secret_sources("password", [self.password, self.password_file, self.password_env])
+        if not _CH_IDENTIFIER.fullmatch(self.database):
+            raise ValueError(f"database: expected letters, digits and _, got {self.database!r}")
+        if not _CH_TEMPLATE.fullmatch(self.table):
+            raise ValueError(f'table: expected letters, digits, _ and {{field}} parts, got {self.table!r}')
+        if self.default_table is not None and not _CH_IDENTIFIER.fullmatch(self.default_table):
+            raise ValueError(f"default_table: expected letters, digits and _, got {self.default_table!r}")
+        for column in self.columns:
+            if not _CH_IDENTIFIER.fullmatch(column):
+                raise ValueError(f"columns: column names are letters, digits and _, got {column!r}")
+
+
+class FileSink(_SinkBase, tag="file"):
+    # Relative paths are under daemon.data_dir.
+    path: str = "events"
+    rotate_bytes: PositiveInt = 64 * 1024 * 1024
+    keep_files: PositiveInt = 5
+
+
+_SD_NAME = re.compile(r'[!-~]{1,32}')  # RFC 5424 SD-NAME: printable US-ASCII, at most 32
+_FACILITIES = ("kern user mail daemon auth syslog lpr news uucp cron authpriv ftp ntp security console "
+               "solaris-cron local0 local1 local2 local3 local4 local5 local6 local7").split()
+_SEVERITIES = "emerg alert crit err warning notice info debug".split()
+
+
+class SyslogSink(_SinkBase, tag="syslog", kw_only=True):
+    """RFC 5424 out: TCP with octet counting (RFC 6587), TLS (RFC 5425) or UDP (RFC 5426)."""
+
+    address: Address
+    protocol: Literal["tcp", "tls", "udp"] = "tcp"
+    # Every event field that is not a header field goes into one SD-ELEMENT with this SD-ID.
+    sd_id: str = "logpipe@32473"
+    # PRI of events without facility / severity (and without level, for the severity).
+    facility: str = "user"
+    severity: str = "info"
+    # TLS: CA bundle to verify the server (system store when unset), client certificate.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_server_name: str | None = None
+    # UDP: a message longer than this is cut (its MSG part) and counted.
+    udp_max_bytes: Annotated[int, Meta(ge=480, le=65507)] = 8192
+
+    def __post_init__(self) -> None:
+        check_address(self.address)
+        if not _SD_NAME.fullmatch(self.sd_id) or any(c in self.sd_id for c in '= ]"'):
+            raise ValueError(f"sd_id: expected 1-32 printable ASCII characters without = ] \" or space, got {self.sd_id!r}")
+        if self.facility not in _FACILITIES:
+            raise ValueError(f"facility: expected one of {', '.join(_FACILITIES)}, got {self.facility!r}")
+        if self.severity not in _SEVERITIES:
+            raise ValueError(f"severity: expected one of {', '.join(_SEVERITIES)}, got {self.severity!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert: tls_cert and tls_key go together")
+        if self.protocol != "tls" and (self.tls_ca or self.tls_cert or self.tls_server_name):
+            raise ValueError('protocol: tls_* keys need protocol = "tls"')
+
+
+class ElasticsearchSink(_SinkBase, tag="elasticsearch"):
+    """The _bulk API of Elasticsearch, OpenSearch or VictoriaLogs (/insert/elasticsearch)."""
+
+    url: str = "http://127.0.0.1:9200"
+    # {field} from the event (missing: index_missing_value), then strftime of its _time (UTC).
+    index: str = "logs-{service}-%Y.%m.%d"
+    index_missing_value: str = "unknown"
+    # "create" works for data streams (logs-*-* in Elasticsearch 8) and plain indices alike.
+    action: Literal["create", "index"] = "create"
+    # _time is copied under this name too (Elasticsearch data streams need @timestamp); "" = off.
+    timestamp_field: str = "@timestamp"
+    # Extra query parameters (VictoriaLogs: _msg_field, _time_field, _stream_fields).
+    query: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    password: str | None = None
+    api_key: str | None = None  # base64 "id:key" as Elasticsearch issues it
+    compression: Literal["none", "gzip"] = "gzip"
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s@]+(/|$)", self.url):
+            raise ValueError(f'url: expected "http(s)://HOST[:PORT][/PATH]" without credentials, got {self.url!r}')
+        if self.api_key is not None and self.user is not None:
+            raise ValueError("api_key: use either api_key or user/password")
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user: user and password go together")
+        if not re.fullmatch(r"(?:[^{}]|\{[A-Za-z0-9_.@-]+\})+", self.index):
+            raise ValueError(f"index: expected text with {{field}} parts, got {self.index!r}")
+
+
+class NatsSink(with_connection(_SinkBase, "_NatsSinkBase"), tag="nats"):  # type: ignore[misc]
+    """Events into a JetStream stream (sinks/nats.py); config/nats.py has the shared checks."""
+
+    # Larger batches than an HTTP sink's need not wait: a batch is many small publishes.
+    batch: Batch = field(default_factory=lambda: Batch(max_events=5000, max_bytes=4_000_000, max_age_ms=200))
+    # A subject, or a template over event fields (``logs.{service}``); each value becomes one
+    # token (``.``, ``*``, ``>`` and spaces turn into ``_``).
+    subject: str = "logs"
+    default_subject: str | None = None  # required with a template: events lacking the field
+    # Events of one subject travel together in a message (NDJSON) up to these bounds; the
+    # message id (dedup) is derived from the batch. 1 = one message per event.
+    events_per_message: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    max_message_bytes: Annotated[int, Meta(ge=1024, le=64 * 1024 * 1024)] = 900_000
+    stream: str = "LOGS"
+    # true: create the stream at start if it is missing (with the stream_* settings below);
+    # false: it must exist (publishes to a subject no stream captures are retried, logged).
+    create_stream: bool = False
+    stream_subjects: list[str] = field(default_factory=list)  # default: the subject(s) with * for fields
+    stream_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    stream_duplicate_window_s: Seconds = 120.0
+    stream_retention: Literal["workqueue", "limits", "interest"] = "workqueue"
+    stream_max_bytes: NonNegativeInt = 0  # 0: no limit; else publishes are refused (retried) when full
+    stream_max_age_s: NonNegativeInt = 0  # 0: no limit
+
+    def __post_init__(self) -> None:
+        sink_fields_check(self)
+
+
+SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink, SyslogSink, ElasticsearchSink, NatsSink]
+
