@@ -1,21 +1,20 @@
 """apply_body cost per body shape, old vs new in one process (timeit, best of 5).
 
 The shapes are the e2e corpus's bodies (bench_e2e.build_corpus) on an RFC 3164 event, plus
-prose with '=' that is not logfmt. ``--old FILE`` times another version of
-logpipe/parse/body.py side by side, e.g. main's:
+prose with '=' that is not logfmt; "new" is this tree's parser-side reader
+(``BodyReader.apply``). ``--against REF`` times that commit's body.py side by side (its
+``apply_body``, or its ``BodyReader`` where it has one), e.g. main's:
 
-    git show main:logpipe/parse/body.py > /tmp/body_old.py
-    .venv/bin/python benchmarks/bench_body.py --old /tmp/body_old.py
+    .venv/bin/python benchmarks/bench_body.py --against main
 
-With ``--old``, a second table parses the e2e corpus's body lines (bench_parse_mix.py's
-groups, batches of 64) with each version's apply_body in turn, best of 5 rounds of process
-CPU time each, rounds interleaved.
+With ``--against``, a second table parses the e2e corpus's body lines (bench_parse_mix.py's
+groups, batches of 64) with that commit's whole parser and this tree's in turn, best of 5
+rounds of process CPU time each, rounds interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import timeit
@@ -26,8 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import bench_e2e  # noqa: E402
 import bench_parse_mix  # noqa: E402
 
-from logpipe.parse import body as new  # noqa: E402
+from parse_versions import import_from_ref  # noqa: E402
+
 from logpipe.parse import syslog  # noqa: E402
+from logpipe.parse.body import BodyReader  # noqa: E402
 
 EVENT = {"_time": "2026-11-21T10:00:00.000000Z", "_msg": "", "hostname": "h1", "app_name": "sshd",
          "proc_id": "4242", "facility": "auth", "severity": "info", "level": "info"}
@@ -51,46 +52,43 @@ def best_us(fn, text: str, number: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--old", help="another body.py to time side by side")
+    ap.add_argument("--against", metavar="REF", help="time this git ref's body.py side by side")
     ap.add_argument("--number", type=int, default=200_000)
     ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
     args = ap.parse_args()
-    versions = {"new": new.apply_body}
-    if args.old:
-        spec = importlib.util.spec_from_file_location("body_old", args.old)
-        old = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(old)  # type: ignore[union-attr]
-        versions = {"old": old.apply_body, "new": new.apply_body}
-    print("| body | " + " | ".join(f"{v} µs" for v in versions) + (" | new / old |" if args.old else " |"))
-    print("| --- |" + " ---: |" * (len(versions) + bool(args.old)))
+    versions = {"new": BodyReader().apply}
+    if args.against:
+        old = import_from_ref(args.against, "logpipe.parse.body")
+        reader = getattr(old, "BodyReader", None)
+        versions = {"old": reader().apply if reader else old.apply_body, "new": BodyReader().apply}
+    print("| body | " + " | ".join(f"{v} µs" for v in versions) + (" | new / old |" if args.against else " |"))
+    print("| --- |" + " ---: |" * (len(versions) + bool(args.against)))
     for name, text in SHAPES.items():
         figures = [best_us(fn, text, args.number) for fn in versions.values()]
         row = f"| {name} | " + " | ".join(f"{f:.2f}" for f in figures)
-        if args.old:
+        if args.against:
             row += f" | {figures[1] / figures[0]:.2f}"
         print(row + " |")
-    if args.old:
-        parse_table(versions, args.corpus)
+    if args.against:
+        parse_table(import_from_ref(args.against).SyslogParser, args.corpus)
 
 
-def parse_table(versions: dict, corpus_dir: str) -> None:
+def parse_table(old_parser: type, corpus_dir: str) -> None:
     corpus = bench_e2e.build_corpus(100_000, bench_e2e.loghub_messages(corpus_dir), [f"h{i}" for i in range(300)])
     groups: dict[str, list[bytes]] = {}
     for line in corpus.split(b"\n")[:-1]:
         kind = bench_parse_mix.kind(line)
         if "body" in kind:
             groups.setdefault(kind, []).append(line)
-    parser = syslog.SyslogParser()
+    parsers = {"old": old_parser(), "new": syslog.SyslogParser()}
     print()
     print("| e2e line kind (parse_lines) | old µs/line | new µs/line | new / old |")
     print("| --- | ---: | ---: | ---: |")
     for kind in sorted(groups):
-        best = {name: float("inf") for name in versions}
+        best = {name: float("inf") for name in parsers}
         for _ in range(5):
-            for name, fn in versions.items():
-                syslog.apply_body = fn  # the parser module's own reference
+            for name, parser in parsers.items():
                 best[name] = min(best[name], bench_parse_mix.cpu_us_per_line(parser, groups[kind], rounds=1))
-        syslog.apply_body = new.apply_body
         print(f"| {kind} | {best['old']:.2f} | {best['new']:.2f} | {best['new'] / best['old']:.2f} |")
 
 

@@ -1,6 +1,6 @@
 """Parse throughput per wire format, single core: lines/s and microseconds per line.
 
-Usage: .venv/bin/python benchmarks/bench_parse.py [--batch 64] [--seconds 1.0]
+Usage: .venv/bin/python benchmarks/bench_parse.py [--batch 64] [--seconds 1.0] [--against main]
 
 Lines come from the loghub corpus (/work/shared/corpus/loghub, or $LOGPIPE_CORPUS); the
 RFC 5424, PRI and body variants are the same corpus lines re-dressed in that format, so
@@ -8,6 +8,11 @@ every row parses the same message texts. Lines are parsed in batches through
 ``SyslogParser.parse_lines`` (one call per TCP read / UDP burst, as the daemon does), with
 a new receive time per batch; the figure is the best of several rounds, CPU time of this
 process (time.process_time), so other load on the machine matters less.
+
+``--against REF`` measures that commit's parser (parse_versions.py) in the same process,
+``--turns`` short turns alternating with this tree's (the best of each side counts, so a
+burst of load on the shared machine spoils a turn, not a side), and prints both with
+their ratio.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logpipe.parse.syslog import SyslogParser  # noqa: E402
+from parse_versions import describe, import_from_ref  # noqa: E402
 from timing import best_rate  # noqa: E402
+
+from logpipe.parse.syslog import SyslogParser  # noqa: E402
 
 CORPUS = Path(os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
 MONTHS = {m: i for i, m in enumerate(
@@ -70,9 +77,9 @@ def workloads() -> dict[str, list[bytes]]:
     }
 
 
-def measure(lines: list[bytes], batch: int, seconds: float) -> float:
+def measure(lines: list[bytes], batch: int, seconds: float, parser_class: type = SyslogParser) -> float:
     """Best lines/s over rounds of ~``seconds`` / 5 each."""
-    parser = SyslogParser()
+    parser = parser_class()
     batches = [lines[i:i + batch] for i in range(0, len(lines), batch)]
     clock = [1_795_000_000.0]
 
@@ -89,13 +96,32 @@ def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--batch", type=int, default=64, help="lines per parse_lines call")
     args.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per format")
+    args.add_argument("--against", metavar="REF", help="also measure the parser at this git ref")
+    args.add_argument("--turns", type=int, default=10, help="alternating turns per format with --against")
     options = args.parse_args()
     print(f"python {sys.version.split()[0]}, batch {options.batch}, "
           f"best of ~5 rounds in {options.seconds:g} CPU s per format")
+    if options.against:
+        compare(options)
+        return
     print(f"{'format':<34} {'lines/s':>12} {'us/line':>9}")
     for name, lines in workloads().items():
         rate = measure(lines, options.batch, options.seconds)
         print(f"{name:<34} {rate:>12,.0f} {1e6 / rate:>9.2f}")
+
+
+def compare(options: argparse.Namespace) -> None:
+    """Both parsers per format, ``turns`` alternating turns of ``seconds`` / ``turns`` each."""
+    old = import_from_ref(options.against).SyslogParser
+    print(f"before = {describe(options.against)}, after = this tree; µs/line")
+    print("| format | before µs | after µs | after / before |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, lines in workloads().items():
+        best = [0.0, 0.0]
+        for _ in range(options.turns):
+            for i, parser_class in enumerate((old, SyslogParser)):
+                best[i] = max(best[i], measure(lines, options.batch, options.seconds / options.turns, parser_class))
+        print(f"| {name} | {1e6 / best[0]:.2f} | {1e6 / best[1]:.2f} | {best[0] / best[1]:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
-"""Another version of logpipe/parse/syslog.py against this one, in one process.
+"""Another version of the parser against this one, in one process.
 
 Both parse the end-to-end benchmark's corpus (bench_e2e.build_corpus) in batches of 64, as
 the TCP source does; per line kind and for the whole mix, with parse_body off and on. Each
 figure is the best of ``--rounds`` passes of process CPU time, old and new alternating, so
-both see the same machine load. The old file is loaded as a module next to the installed
-package (it imports logpipe.parse.body etc. from this tree).
+both see the same machine load.
 
+The old version is a git ref (``--against``, default main): its whole ``logpipe.parse``
+package is imported from that commit (parse_versions.py), body.py and timestamps.py
+included. ``--old-file`` instead loads one syslog.py next to this tree's package (it then
+imports logpipe.parse.body etc. from this tree).
+
+    .venv/bin/python benchmarks/bench_parse_ab.py [--against main] [--lines 100000] [--rounds 7]
     git show main:logpipe/parse/syslog.py > /tmp/syslog_old.py
-    .venv/bin/python benchmarks/bench_parse_ab.py /tmp/syslog_old.py [--lines 100000] [--rounds 7]
+    .venv/bin/python benchmarks/bench_parse_ab.py --old-file /tmp/syslog_old.py
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import bench_e2e  # noqa: E402
+from parse_versions import describe, import_from_ref  # noqa: E402
 
 import logpipe.parse  # noqa: E402,F401
 from logpipe.parse import syslog as new  # noqa: E402
@@ -51,12 +57,14 @@ def cpu_us_per_line(parser, lines: list[bytes]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("old", help="path of the other syslog.py")
+    ap.add_argument("--against", metavar="REF", default="main", help="git ref of the other parser")
+    ap.add_argument("--old-file", help="path of another syslog.py (instead of --against)")
     ap.add_argument("--lines", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
     args = ap.parse_args()
-    old = load_old(args.old)
+    old = load_old(args.old_file) if args.old_file else import_from_ref(args.against)
+    print(f"old = {args.old_file or describe(args.against)}, new = this tree")
     corpus = bench_e2e.build_corpus(args.lines, bench_e2e.loghub_messages(args.corpus), [f"h{i}" for i in range(300)])
     lines = corpus.split(b"\n")[:-1]
     groups: dict[str, list[bytes]] = {"all (the corpus mix)": lines}

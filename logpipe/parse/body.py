@@ -26,22 +26,29 @@ that came from the body. Events without a body stay plain dicts, so this costs n
 the common path. :func:`apply_labels` implements the spec's join rule with it: labels never
 overwrite the line's own fields, except that a body key colliding with a label moves to
 ``body.KEY`` and the label takes its name.
+
+State: :class:`BodyReader` (one per parser) keeps the two speed-ups that learn from a
+source's bodies (the skip of typed JSON decoding after a failure, and the merge decisions
+per key sequence); :func:`decode_body` and :func:`apply_body` are the same rule without
+them, for callers that see one body at a time. No module-level mutable state.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from typing import Annotated, NamedTuple, Union
+from collections.abc import Callable, Mapping
+from typing import Annotated, NamedTuple, cast
 
 import msgspec
 
 __all__ = [
+    "BODY_STARTS",
     "HEADER_FIELDS",
     "LEVEL_KEYS",
     "RESERVED",
     "BodyEvent",
+    "BodyReader",
     "decode_body",
     "apply_body",
     "apply_labels",
@@ -56,8 +63,9 @@ HEADER_FIELDS = frozenset({
     "_time", "_msg", "hostname", "app_name", "proc_id", "msg_id", "facility",
     "severity", "source_ip", "level",
 })
-# The parser's own flags are protected the same way, so a body can never fake them.
-RESERVED = HEADER_FIELDS | {"parse_error", "truncated"}
+# The parser's own flags and the listener's name (SyslogParser's ``source``) are protected
+# the same way, so a body can never fake them.
+RESERVED = HEADER_FIELDS | {"parse_error", "truncated", "logpipe_source"}
 
 # Spec: normalized level keywords; 0-7 read as syslog severities.
 _LEVEL_WORDS = {
@@ -74,6 +82,13 @@ SEVERITY_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", 
 _LEVEL_WORDS.update({str(i): name for i, name in enumerate(SEVERITY_LEVELS)})
 LEVEL_KEYS = ("level", "lvl", "severity", "loglevel")  # the first present sets ``level``
 _LEVEL_KEYS = LEVEL_KEYS
+# The first characters of a message that can be a JSON body ("{", or whitespace before it):
+# with "=" for logfmt, the parsers' test for "may have a body" before calling apply (one set
+# lookup instead of two slices and str.isspace).
+# (Every character str.isspace() accepts, spelled out: tests/parse/test_parse_body.py checks it.)
+BODY_STARTS = frozenset(
+    "{\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -82,13 +97,15 @@ _json_decode = msgspec.json.Decoder().decode
 # the answer as decoded. Typed decoding checks that in C instead of a loop over the values;
 # anything else (null, nesting, a big number) is a ValidationError and takes the general
 # path (measured 0.53 -> 0.25 us for the benchmark's JSON body). A failure costs ~0.5 us
-# for the exception, so after one the next _TYPED_SKIPS bodies skip the attempt: a source
-# of nested bodies pays it once per 17 (cheap, and no worse when the guess is wrong).
+# for the exception, so after one a BodyReader skips the attempt for the next _TYPED_SKIPS
+# bodies: a source of nested bodies pays it once per 17 (cheap, and no worse when the
+# guess is wrong).
 _INT64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
 _FINITE = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)]
-_json_decode_plain = msgspec.json.Decoder(dict[str, Union[str, bool, _INT64, _FINITE]]).decode
+_json_decode_plain = cast(  # its values are objects to the event that takes them
+    Callable[[str], dict[str, object]],
+    msgspec.json.Decoder(dict[str, str | bool | _INT64 | _FINITE]).decode)
 _TYPED_SKIPS = 16
-_typed_skips = 0  # JSON bodies left that skip _json_decode_plain
 _json_encode = msgspec.json.Encoder().encode
 
 # One logfmt pair: key (no space, '=' or '"'), '=', then a quoted Go-style string or a bare
@@ -110,7 +127,7 @@ _LOGFMT_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 
 
-class BodyEvent(dict):
+class BodyEvent(dict[str, object]):
     """An event with fields from its message body; ``body_keys`` names them (after any
     ``body.`` renaming). Encodes exactly like a dict."""
 
@@ -148,36 +165,41 @@ def _json_value(value: object) -> object:
 
 def decode_body(text: str) -> dict[str, object] | None:
     """The top-level fields of a JSON-object or logfmt message, or None when it is
-    neither. Never raises."""
+    neither. Never raises. (Stateless: typed JSON decoding is tried on every body.)"""
     first = text[:1]
     if first == "{" or (first.isspace() and text.lstrip()[:1] == "{"):
-        global _typed_skips
-        if _typed_skips:
-            _typed_skips -= 1
-        else:
-            try:
-                return _json_decode_plain(text)
-            except msgspec.ValidationError:  # not plain: likely the next bodies neither
-                _typed_skips = _TYPED_SKIPS
-            except (msgspec.DecodeError, RecursionError, ValueError):
-                return None
         try:
-            decoded = _json_decode(text)
+            return _json_decode_plain(text)
+        except msgspec.ValidationError:  # not plain: the general decode below
+            return _decode_json(text)
         except (msgspec.DecodeError, RecursionError, ValueError):
             return None
-        if type(decoded) is not dict:
-            return None
-        # Skipped bodies may be plain: then the decoded dict is the answer.
-        for value in decoded.values():
-            kind = type(value)
-            if kind is str or kind is bool:
-                continue
-            if kind is int and _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator]
-                continue
-            if kind is float and math.isfinite(value):  # type: ignore[arg-type]
-                continue
-            return {key: _json_value(value) for key, value in decoded.items() if value is not None}
-        return decoded
+    return _decode_logfmt(text)
+
+
+def _decode_json(text: str) -> dict[str, object] | None:
+    """A JSON object's fields with every value made storable (see the module rule)."""
+    try:
+        decoded = _json_decode(text)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    if type(decoded) is not dict:
+        return None
+    # Skipped bodies may be plain: then the decoded dict is the answer.
+    for value in decoded.values():
+        kind = type(value)
+        if kind is str or kind is bool:
+            continue
+        if kind is int and _INT64_MIN <= value <= _INT64_MAX:
+            continue
+        if kind is float and math.isfinite(value):
+            continue
+        return {key: _json_value(value) for key, value in decoded.items() if value is not None}
+    return decoded
+
+
+def _decode_logfmt(text: str) -> dict[str, object] | None:
+    """The fields of a logfmt message, or None when it is not one."""
     if "=" not in text or _LOGFMT_START.match(text) is None:
         return None
     if "\\" not in text:
@@ -192,7 +214,7 @@ def decode_body(text: str) -> dict[str, object] | None:
             return None
     if "\\" not in text:  # no escapes: one comprehension (measured 2x the loop below)
         return {key: quoted or bare for key, quoted, bare, _ in tokens}
-    fields: dict[str, object] = {}
+    fields = {}
     for key, quoted, bare, _ in tokens:
         if "\\" in quoted:
             quoted = _LOGFMT_ESCAPE.sub(_unescape_logfmt, quoted)
@@ -233,7 +255,7 @@ def _logfmt_plain(text: str) -> dict[str, object] | None:
 
 def as_msg(value: object) -> str:
     """A ``msg``/``message`` value as ``_msg`` text: a string as is, anything else as JSON."""
-    return value if type(value) is str else _json_encode(value).decode()  # type: ignore[return-value]
+    return value if type(value) is str else _json_encode(value).decode()
 
 
 _as_msg = as_msg
@@ -259,17 +281,16 @@ class _Shape(NamedTuple):
 
 
 # Bodies of a source repeat a few key sequences (every benchmark body has one of two), and
-# each needs the same msg/level/clash decisions: cached per sequence. Bounded in entries and
-# in keys per entry, so hostile bodies cannot grow it (a longer sequence is worked out anew
-# for each body).
-_SHAPES: dict[tuple[str, ...], _Shape] = {}
+# each needs the same msg/level/clash decisions: a BodyReader caches them per sequence.
+# Bounded in entries and in keys per entry, so hostile bodies cannot grow it (a longer
+# sequence is worked out anew for each body).
 _SHAPES_MAX = 1024
 _SHAPE_KEYS_MAX = 16
 
 
 def _shape(keys: tuple[str, ...]) -> _Shape:
     """Runs the general path's steps on the key names alone, for a line with none of them."""
-    renamed = dict(zip(keys, keys))  # field name -> body key
+    renamed = dict(zip(keys, keys, strict=True))  # field name -> body key
     msg_key = "msg" if "msg" in renamed else "message" if "message" in renamed else None
     if msg_key is not None:
         del renamed[msg_key]
@@ -277,48 +298,86 @@ def _shape(keys: tuple[str, ...]) -> _Shape:
     unreserved = renamed.keys() - RESERVED  # before renaming: a "body.X" key can be replaced
     for key in [key for key in renamed if key in RESERVED]:
         renamed["body." + key] = renamed.pop(key)
-    shape = _Shape(msg_key, level_key, frozenset(unreserved),
-                   tuple((key, name) for name, key in renamed.items()), frozenset(renamed))
-    if len(keys) <= _SHAPE_KEYS_MAX:
-        if len(_SHAPES) >= _SHAPES_MAX:
-            _SHAPES.clear()
-        _SHAPES[keys] = shape
-    return shape
+    return _Shape(msg_key, level_key, frozenset(unreserved),
+                  tuple((key, name) for name, key in renamed.items()), frozenset(renamed))
 
 
-def apply_body(event: dict, text: str) -> dict:
+class BodyReader:
+    """:func:`apply_body` for one source's stream of bodies, with what it learns from them
+    (see the module's "State"). Same results as :func:`apply_body`. Not thread-safe."""
+
+    __slots__ = ("_typed_skips", "_shapes")
+
+    def __init__(self) -> None:
+        self._typed_skips = 0  # JSON bodies left that skip _json_decode_plain
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
+
+    def apply(self, event: dict[str, object], text: str) -> dict[str, object]:
+        """Adds the body fields of ``text`` (the message) to ``event`` per the module rule.
+        Returns ``event`` unchanged when the message is no JSON object or logfmt, otherwise a
+        :class:`BodyEvent` holding the merged fields. Never raises."""
+        first = text[:1]
+        if first == "{" or (first.isspace() and text.lstrip()[:1] == "{"):
+            fields: dict[str, object] | None
+            if self._typed_skips:
+                self._typed_skips -= 1
+                fields = _decode_json(text)
+            else:
+                try:
+                    fields = _json_decode_plain(text)
+                except msgspec.ValidationError:  # not plain: likely the next bodies neither
+                    self._typed_skips = _TYPED_SKIPS
+                    fields = _decode_json(text)
+                except (msgspec.DecodeError, RecursionError, ValueError):
+                    return event
+        else:
+            fields = _decode_logfmt(text)
+        if fields is None:
+            return event
+        keys = tuple(fields)
+        shape = self._shapes.get(keys)
+        if shape is None:
+            shape = _shape(keys)
+            if len(keys) <= _SHAPE_KEYS_MAX:
+                if len(self._shapes) >= _SHAPES_MAX:
+                    self._shapes.clear()
+                self._shapes[keys] = shape
+        msg_key, level_key, unreserved, moves, body_keys = shape
+        # A key the line already has (structured data) is the one case the shape does not
+        # know; it is rare and left to the general path.
+        if event.keys().isdisjoint(unreserved):
+            # The general path's result with its decisions taken from the shape (measured
+            # ~0.3 us less for a four-key body); inline, as a call costs ~0.07 us more.
+            merged = BodyEvent(event)
+            if msg_key is not None:
+                msg = fields[msg_key]
+                merged["_msg"] = msg if type(msg) is str else _as_msg(msg)
+            if level_key is not None:
+                value = fields[level_key]
+                level = _LEVEL_WORDS.get(value) if type(value) is str else None
+                if level is None:
+                    level = normalize_level(value)
+                if level is not None:
+                    merged["level"] = level
+            for key, name in moves:
+                merged[name] = fields[key]
+            merged.body_keys = body_keys
+            return merged
+        return _apply_general(event, fields)
+
+
+def apply_body(event: dict[str, object], text: str) -> dict[str, object]:
     """Adds the body fields of ``text`` (the message) to ``event`` per the module rule.
     Returns ``event`` unchanged when the message is no JSON object or logfmt, otherwise a
-    :class:`BodyEvent` holding the merged fields. Never raises."""
+    :class:`BodyEvent` holding the merged fields. Never raises. (Stateless; a parser uses
+    its :class:`BodyReader`.)"""
     fields = decode_body(text)
     if fields is None:
         return event
-    keys = tuple(fields)
-    msg_key, level_key, unreserved, moves, body_keys = _SHAPES.get(keys) or _shape(keys)
-    # A key the line already has (structured data) is the one case the shape does not know;
-    # it is rare and left to the general path.
-    if event.keys().isdisjoint(unreserved):
-        # The general path's result with its decisions taken from the shape (measured
-        # ~0.3 us less for a four-key body); inline, as a call costs ~0.07 us more.
-        merged = BodyEvent(event)
-        if msg_key is not None:
-            msg = fields[msg_key]
-            merged["_msg"] = msg if type(msg) is str else _as_msg(msg)
-        if level_key is not None:
-            value = fields[level_key]
-            level = _LEVEL_WORDS.get(value) if type(value) is str else None
-            if level is None:
-                level = normalize_level(value)
-            if level is not None:
-                merged["level"] = level
-        for key, name in moves:
-            merged[name] = fields[key]
-        merged.body_keys = body_keys
-        return merged
     return _apply_general(event, fields)
 
 
-def _apply_general(event: dict, fields: dict[str, object]) -> BodyEvent:
+def _apply_general(event: dict[str, object], fields: dict[str, object]) -> BodyEvent:
     """The module rule, step by step (consumes ``fields``)."""
     merged = BodyEvent(event)
     if "msg" in fields:
@@ -342,7 +401,7 @@ def _apply_general(event: dict, fields: dict[str, object]) -> BodyEvent:
     return merged
 
 
-def apply_labels(event: dict, labels: Mapping[str, object]) -> None:
+def apply_labels(event: dict[str, object], labels: Mapping[str, object]) -> None:
     """Joins metadata labels onto ``event`` in place, per the spec: a label never
     overwrites a field the line provided (header or structured data), but a body key
     that collides with a label is moved to ``body.KEY`` and the label takes its name."""

@@ -20,6 +20,7 @@ into a list so that everything downstream works on lists.
 from __future__ import annotations
 
 import re
+from typing import cast
 
 __all__ = ["Truncated", "StreamFramer", "cut_utf8", "truncate_datagram"]
 
@@ -79,7 +80,7 @@ class StreamFramer:
         self.truncated = 0  # messages truncated so far; the source turns it into a metric
 
     def feed(self, data: bytes) -> list[bytes]:
-        return self._feed(data, False)
+        return cast(list[bytes], self._feed(data, False))  # without text, only bytes
 
     def feed_text(self, data: bytes) -> list[bytes | str]:
         """``feed``, except that the messages of the common chunk (see _feed_newlines) come
@@ -88,14 +89,14 @@ class StreamFramer:
         message is the same either way; the parser takes both (str needs no decode)."""
         return self._feed(data, True)
 
-    def _feed(self, data: bytes, text: bool) -> list:
+    def _feed(self, data: bytes, text: bool) -> list[bytes | str]:
         buf = self._buf
         buf += data
         if not self._skip and not self._skip_to_eol:
             fast = self._feed_newlines(buf, text)
             if fast is not None:
                 return fast
-        out: list[bytes] = []
+        out: list[bytes | str] = []
         pos = self._discard(0)
         n = len(buf)
         limit = self._max
@@ -124,7 +125,7 @@ class StreamFramer:
             del buf[:pos]
         return out
 
-    def _feed_newlines(self, buf: bytearray, text: bool) -> list | None:
+    def _feed_newlines(self, buf: bytearray, text: bool) -> list[bytes | str] | None:
         """The common chunk, framed in C: only LF-terminated frames (no NUL, no frame
         starting with a digit, which could be octet-counted) and none over the limit.
         Returns None, having changed nothing, when the chunk needs the general loop.
@@ -133,6 +134,7 @@ class StreamFramer:
         if lf < 0 or buf[0] in _DIGITS or b"\x00" in buf or _LF_DIGIT.search(buf, 0, lf) is not None:
             return None
         block = bytes(buf[:lf])
+        lines: list[bytes] | list[str]
         if text:
             # LF is never part of a UTF-8 sequence, so decoding the block and splitting it
             # gives exactly the per-message decodes.
@@ -147,25 +149,24 @@ class StreamFramer:
             if b"\r" in block:
                 lines = [line.rstrip("\r") for line in lines]
         else:
-            lines = block.split(b"\n")
-            if len(block) > self._max and max(map(len, lines)) > self._max:
+            split = block.split(b"\n")
+            if len(block) > self._max and max(map(len, split)) > self._max:
                 return None
-            if b"\r" in block:
-                lines = [line.rstrip(_STRIP) for line in lines]
+            lines = [line.rstrip(_STRIP) for line in split] if b"\r" in block else split
         del buf[: lf + 1]
         return [line for line in lines if line]
 
     def finish(self) -> list[bytes]:
         """End of stream: whatever is buffered is the last message."""
-        out: list[bytes] = []
+        out: list[bytes | str] = []
         if self._buf and not self._skip and not self._skip_to_eol:
             self._emit(bytes(self._buf), out)
         self._buf.clear()
         self._skip = 0
         self._skip_to_eol = False
-        return out
+        return cast(list[bytes], out)
 
-    def _octet_frame(self, pos: int, n: int, out: list[bytes]) -> int:
+    def _octet_frame(self, pos: int, n: int, out: list[bytes | str]) -> int:
         """Try an octet-counted frame at ``pos``. Returns the position after it, -1 when
         more data is needed, -2 when the frame is not octet-counted."""
         buf = self._buf
@@ -211,7 +212,7 @@ class StreamFramer:
             return end + 1
         return pos
 
-    def _emit(self, msg: bytes, out: list[bytes]) -> None:
+    def _emit(self, msg: bytes, out: list[bytes | str]) -> None:
         msg = msg.rstrip(_STRIP)
         if len(msg) > self._max:
             msg = Truncated(cut_utf8(msg, self._max))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 import msgspec
 
@@ -92,7 +93,7 @@ class AnnouncementDecoder:
                 raise AnnouncementError("replayed", "ts outside the replay window")
         return self._build(obj, source_ip)
 
-    def _build(self, obj: dict, source_ip: str | None) -> Announcement:
+    def _build(self, obj: dict[str, Any], source_ip: str | None) -> Announcement:
         op = obj.get("op", "announce")
         if op not in ("announce", "remove"):
             raise AnnouncementError("malformed", f"unknown op {op!r}")

@@ -32,6 +32,7 @@ import orjson
 
 from .body import as_msg, level_of
 from .framing import truncate_datagram
+from .header import Event
 from .syslog import SyslogParser
 from .timestamps import TimeValueReader, format_time
 
@@ -40,7 +41,7 @@ __all__ = ["RecordReader", "dead_letter_event"]
 _DEAD_LETTER_KEYS = frozenset({"time", "sink", "error", "response", "event", "event_text"})
 
 
-def dead_letter_event(record: dict) -> dict | bytes | None:
+def dead_letter_event(record: Event) -> Event | bytes | None:
     """The original event of a dead-letter line (bytes when only its text was kept), or
     None when ``record`` is not one."""
     if "sink" not in record or "error" not in record or not record.keys() <= _DEAD_LETTER_KEYS:
@@ -65,12 +66,12 @@ class RecordReader:
         self.time_unreadable = 0  # records whose _time could not be read: fallback, flagged
         self._fallback: tuple[float, str] = (float("nan"), "")
 
-    def lines(self, lines: list[bytes], fallback_time: float, json_records: bool = True) -> list[dict]:
+    def lines(self, lines: list[bytes], fallback_time: float, json_records: bool = True) -> list[Event]:
         """Lines of a text file (with or without their newline) -> events, in order; blank
         lines are skipped."""
         if not json_records:
             return self._syslog(lines, fallback_time)
-        events: list[dict] = []
+        events: list[Event] = []
         pending: list[bytes] = []  # a run of syslog lines, parsed together
         loads = orjson.loads
         for line in lines:
@@ -87,7 +88,7 @@ class RecordReader:
                 pending.append(line)
                 continue
             original = dead_letter_event(record)
-            if type(original) is bytes:  # a dead letter whose event was not JSON: its text
+            if isinstance(original, bytes):  # a dead letter whose event was not JSON: its text
                 pending.append(original)
                 continue
             if pending:
@@ -98,11 +99,11 @@ class RecordReader:
             events += self._syslog(pending, fallback_time)
         return events
 
-    def rows(self, rows: list[dict], fallback_time: float) -> list[dict]:
+    def rows(self, rows: list[Event], fallback_time: float) -> list[Event]:
         """Rows of a table (column -> value) -> events."""
         return [self.record(row, fallback_time) for row in rows]
 
-    def record(self, event: dict, fallback_time: float) -> dict:
+    def record(self, event: Event, fallback_time: float) -> Event:
         """One record normalized per the module rule (in place; returned)."""
         for new, old in self.mapping.items():
             if old in event:
@@ -136,7 +137,7 @@ class RecordReader:
             self._fallback = (when, format_time(when))
         return self._fallback[1]
 
-    def _syslog(self, lines: list[bytes], recv_time: float) -> list[dict]:
+    def _syslog(self, lines: list[bytes], recv_time: float) -> list[Event]:
         limit = self.max_line_bytes
         framed = [truncate_datagram(line, limit) for line in lines]
         return self.parser.parse_lines([line for line in framed if line], recv_time, None)

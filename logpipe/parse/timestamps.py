@@ -2,11 +2,12 @@
 
 Contract:
 - Output is always RFC 3339 in UTC with exactly six fractional digits and ``Z``:
-  ``2026-11-21T10:00:00.123456Z``. Finer input fractions are truncated, never rounded (so a
-  stamp never moves into the next second).
+  ``2026-11-21T10:00:00.123456Z``. Finer input fractions (any number of digits) are
+  truncated, never rounded (so a stamp never moves into the next second).
 - RFC 3339 stamps (RFC 5424, and the ISO stamps rsyslog writes in RFC 3164 lines) carry
   their offset; a stamp without one is read in the listener's timezone.
-- BSD stamps (``Mmm dd hh:mm:ss``) carry no zone and usually no year: the zone is the
+- BSD stamps (``Mmm dd hh:mm:ss``, the month in any letter case) carry no zone and usually
+  no year: the zone is the
   listener's; the year is the latest one that puts the stamp no more than one day after the
   receive time. Years are one apart, so the latest such year is also the nearest: a
   December 31 line read on January 1 is last year's, and a line never lands over a day in
@@ -23,13 +24,13 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 __all__ = ["format_time", "parse_timezone", "TimestampResolver", "MONTHS", "epoch_time", "TimeValueReader"]
 
 _EPOCH = datetime(1970, 1, 1)
-_UTC = timezone.utc
+_UTC = UTC
 # A few thousand distinct seconds is minutes of traffic; clearing is cheaper than LRU.
 _CACHE_MAX = 4096
 _ONE_DAY = 86400
@@ -44,6 +45,11 @@ _CLASSIC = re.compile(
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([ 0-3]\d) (\d\d:\d\d:\d\d)")
 _RFC3339_KEY = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:([Zz])|([+-])(\d\d):?(\d\d))?")
+
+
+# (month, day, year, clock, utc) of a BSD stamp; the (epoch, UTC text) candidates for it.
+_BsdKey = tuple[str, str, str | None, str, bool]
+_Candidates = tuple[tuple[int, str], ...]
 
 
 def format_second(sec: int) -> str:
@@ -153,7 +159,7 @@ def _fraction(frac: str) -> str | None:
     """``"003"`` -> ``"003000"``; ``"000000003"`` -> ``"000000"``; non-digits -> None."""
     if not frac:
         return "000000"
-    if len(frac) > 9 or not (frac.isascii() and frac.isdigit()):
+    if not (frac.isascii() and frac.isdigit()):
         return None
     return (frac + "00000")[:6]
 
@@ -169,7 +175,7 @@ class TimestampResolver:
         self.tz = tz
         self._rfc3339: dict[str, str | None] = {}
         # BSD key -> candidates [(epoch, utc prefix)], latest year first, for _bsd_year.
-        self._bsd: dict[tuple, tuple[tuple[int, str], ...]] = {}
+        self._bsd: dict[_BsdKey, _Candidates] = {}
         # "Mmm dd hh:mm:ss" -> candidates [(epoch, full _time text)], for _bsd_year.
         # Read directly by SyslogParser.parse_lines (a method call per line costs).
         self.classic_candidates: dict[str, tuple[tuple[int, str], ...]] = {}
@@ -188,7 +194,7 @@ class TimestampResolver:
         candidates = self.classic_candidates.get(stamp)
         if candidates is None:
             match = _CLASSIC.fullmatch(stamp)
-            found = ()
+            found: _Candidates = ()
             if match is not None:
                 month, day, clock = match.groups()
                 found = tuple(
@@ -246,7 +252,7 @@ class TimestampResolver:
             return prefix + ".000000Z"
         frac = stamp[20:zone_at]
         sep = stamp[19]
-        if (sep != "." and sep != ",") or not 0 < len(frac) <= 9 or not (frac.isdigit() and frac.isascii()):
+        if (sep != "." and sep != ",") or not frac or not (frac.isdigit() and frac.isascii()):
             return None
         return prefix + "." + (frac + "00000")[:6] + "Z"
 
@@ -304,11 +310,11 @@ class TimestampResolver:
             return None
         return prefix + "." + micro + "Z"
 
-    def _bsd_miss(self, key: tuple, month: str, day: str, year: str | None, clock: str,
+    def _bsd_miss(self, key: _BsdKey, month: str, day: str, year: str | None, clock: str,
                   utc: bool, recv_year: int) -> tuple[tuple[int, str], ...]:
         tz = _UTC if utc else self.tz
         found: list[tuple[int, str]] = []
-        month_no = MONTHS.get(month, 0)
+        month_no = MONTHS.get(month, 0) or MONTHS.get(month.title(), 0)
         try:
             day_no = int(day)
             hour, minute, second = int(clock[0:2]), int(clock[3:5]), int(clock[6:8])

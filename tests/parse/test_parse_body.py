@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from logpipe.parse.body import (
+    BODY_STARTS,
     HEADER_FIELDS,
     BodyEvent,
     apply_body,
@@ -171,3 +172,9 @@ def test_body_event_encodes_like_a_dict() -> None:
     event = body('{"a":1}')
     assert orjson.loads(orjson.dumps(event)) == dict(event)
     assert msgspec.json.decode(msgspec.json.encode(event)) == dict(event)
+
+
+def test_body_starts_are_the_brace_and_every_whitespace_character() -> None:
+    # The parsers call apply only for messages with "=" or one of these first: it must be
+    # exactly decode_body's own first test ("{", or whitespace before one).
+    assert BODY_STARTS == {"{"} | {chr(c) for c in range(0x110000) if chr(c).isspace()}

@@ -11,6 +11,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from logpipe.parse.body import RESERVED
 from logpipe.parse.framing import StreamFramer
 from logpipe.parse.syslog import FACILITIES, SEVERITIES, SyslogParser
 
@@ -21,10 +22,12 @@ FAST = settings(max_examples=int(os.environ.get("LOGPIPE_FUZZ_EXAMPLES", "300"))
 
 # Bytes that look like syslog more often than uniform noise does, so the deeper branches
 # (SD, stamps, tags, bodies) are reached.
-_FRAGMENTS = [b"<13>", b"<191>", b"<192>", b"1 ", b"- ", b"[", b"]", b"=", b'"', b"\\",
-              b"2026-11-21T10:00:00", b".123", b"Z", b"+05:30", b"Nov 21 10:00:00 ",
-              b"Feb 29 ", b"host ", b"app[12]: ", b"app: ", b"%ASA-6-1: ", b"*", b"35: ",
-              b"{", b"}", b'"msg":', b"lvl=warn ", b"\xef\xbb\xbf", b"\xff", b"\x00", b" "]
+_FRAGMENTS = [b"<13>", b"<191>", b"<192>", b"<7> ", b"1 ", b"100 ", b"- ", b"[", b"]", b"[a]", b"=",
+              b'"', b"\\", b"2026-11-21T10:00:00", b"2026-11-21 10:00:00", b".123", b".1234567890123",
+              b"Z", b"+05:30", b"Nov 21 10:00:00 ", b"NOV 21 10:00:00 ", b"Feb 29 ", b"host ",
+              b"fd00:: ", b"app[12]: ", b"app[12]:", b"app: ", b": ", b"%ASA-6-1: ",
+              b"%LINK-3-UPDOWN: ", b"Message forwarded from h: ", b"*", b"35: ", b"{", b"}",
+              b'"msg":', b"lvl=warn ", b"\xef\xbb\xbf", b"\xff", b"\x00", b" ", b"\n", b"\t"]
 syslogish = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.binary(max_size=8)),
                      max_size=24).map(b"".join)
 
@@ -101,6 +104,8 @@ def rfc5424_messages(draw):
     sd_text = ""
     for sd_id, params in elements.items():
         sd_text += "[" + sd_id + "".join(f' {n}="{sd_escape(v)}"' for n, v in params) + "]"
+        if not params:  # an element without params: its SD-ID, "sd." + it when reserved
+            expected.setdefault("sd." + sd_id if sd_id in RESERVED else sd_id, "true")
         for name, value in params:
             key = f"{sd_id}.{name}"
             if key not in expected:
@@ -131,11 +136,12 @@ def test_generated_rfc5424_round_trips_field_for_field(message) -> None:
 
 # Pieces of RFC 5424 headers and structured data around parse_lines' shortcuts (one plain
 # SD-ELEMENT read by the header regex, the byte-5 guess between the two fast regexes).
-_HEADER_FRAGMENTS = [b"<13>", b"<0>", b"<013>", b"<134>", b"<191>", b"1 ", b"12 ", b"- ",
+_HEADER_FRAGMENTS = [b"<13>", b"<0>", b"<013>", b"<134>", b"<191>", b"1 ", b"12 ", b"123 ", b"- ",
                      b"2026-11-21T10:00:00.123456Z ", b"2026-11-21T10:00:00Z ", b"Nov 21 10:00:00 ",
                      b"host ", b"app ", b"42 ", b"ID7 ", b"\t", b"\x0b", "\u00a0".encode(),
                      b"[x@1", b"[meta@32473", b" a=", b" b=", b"=", b'"v"', b'"', b"\\", b"]",
-                     b"] ", b"][", b" ", b"msg", b"\xef\xbb\xbf", b"[x@1 a=\"1\"] "]
+                     b"] ", b"][", b" ", b"msg", b"\xef\xbb\xbf", b"[x@1 a=\"1\"] ", b"[x@1]", b"[x@1 ] ",
+                     b" a= "]
 headerish = st.lists(st.sampled_from(_HEADER_FRAGMENTS), max_size=20).map(b"".join)
 
 
@@ -147,3 +153,49 @@ def test_batch_fast_paths_give_the_per_line_event(lines: list[bytes], parse_body
     for line, event in zip(lines, batch):
         expected = one.parse(line, RECV, "10.0.0.1")
         assert (type(event), list(event.items())) == (type(expected), list(expected.items()))
+
+
+@FAST
+@given(st.one_of(rfc5424_messages().map(lambda message: message[0]), syslogish),
+       st.sampled_from([b" ", b"\n", b"\r\n", b"\t ", b"   "]))
+def test_whitespace_before_the_header_changes_nothing(line: bytes, whitespace: bytes) -> None:
+    if line.startswith(b"\xef\xbb\xbf"):
+        return  # a BOM is only removed at the very start of the line
+    parser = SyslogParser()
+    event = parser.parse(line, RECV, None)
+    if "parse_error" not in event:
+        assert parser.parse(whitespace + line, RECV, None) == event
+
+
+months = st.sampled_from(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
+tag_name = st.text(alphabet=[chr(c) for c in range(33, 127) if chr(c) not in "[]:%"], min_size=1, max_size=12)
+
+
+@st.composite
+def bsd_messages(draw):
+    """``<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG`` with the month in a drawn spelling."""
+    month = draw(months)
+    spelled = draw(st.sampled_from([month, month.upper(), month.lower()]))
+    stamp = f"{draw(st.integers(1, 28)):2d} {draw(st.integers(0, 23)):02d}:{draw(st.integers(0, 59)):02d}:00"
+    # (a first word "-" is no hostname; one starting with "%" is a Cisco mnemonic's place)
+    host = draw(printusascii.filter(lambda h: h[-1] != ":" and "[" not in h and h[0] not in "-%"))
+    pid = draw(st.none() | st.integers(0, 99999).map(str))
+    colon = ":" + (draw(st.sampled_from([" ", ""])) if pid is not None else " ")
+    tag = draw(tag_name) + (f"[{pid}]" if pid is not None else "") + colon
+    msg = draw(unicode_text)
+    pri = draw(st.none() | st.integers(0, 191))
+    spaces = draw(st.sampled_from(["", " ", "  "])) if pri is not None else ""
+    head = "" if pri is None else f"<{pri}>"
+    return ((head + spaces + f"{spelled} {stamp} {host} {tag}{msg}").encode(),
+            (head + f"{month} {stamp} {host} {tag}{msg}").encode())
+
+
+@FAST
+@given(bsd_messages())
+def test_month_case_and_spaces_after_pri_read_like_the_usual_spelling(message) -> None:
+    wire, usual = message
+    parser = SyslogParser(parse_body=False)
+    event = parser.parse(wire, RECV, None)
+    assert event == parser.parse(usual, RECV, None)
+    assert "parse_error" not in event and "hostname" in event and "app_name" in event
+    assert parser.parse_lines([wire], RECV, None) == [event]
