@@ -161,7 +161,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
     try:
         source, syslog = syslog_settings(config, args.source)
-        parser = SyslogParser(syslog.timezone, syslog.parse_body == "auto")  # SOURCE-FIELD
+        parser = SyslogParser(syslog.timezone, syslog.parse_body == "auto", source=source)
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2

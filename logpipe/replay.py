@@ -127,13 +127,13 @@ class Replay:
         self.checkpoint = Checkpoint(
             options.checkpoint or os.path.join(data_dir, "replay", f"{options.sink}.checkpoint.json"), options.sink
         )
-        _, syslog = syslog_settings(config, options.source)
+        source, syslog = syslog_settings(config, options.source)
         # One batch in flight (acknowledgements advance the checkpoint in order) and a
         # buffer that waits for room instead of dropping.
         replace = msgspec.structs.replace
         sink_config = replace(sink_config, concurrency=1, buffer=replace(sink_config.buffer, when_full="block"))
         config = replace(config, sinks={**config.sinks, options.sink: sink_config})
-        parser = SyslogParser(syslog.timezone, syslog.parse_body == "auto")  # SOURCE-FIELD
+        parser = SyslogParser(syslog.timezone, syslog.parse_body == "auto", source=source)
         self.reader = RecordReader(parser, syslog.max_line_bytes, options.mapping, syslog.timezone)
         self.buffer = _AckedBuffer(options.sink, min(sink_config.buffer.max_bytes, MAX_BUFFER_BYTES), self._acknowledged)
         graph = assemble(config, sink_names=[options.sink], make_buffer=lambda _name, _config: self.buffer, offline=True)

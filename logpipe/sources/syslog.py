@@ -414,7 +414,7 @@ class SyslogListeners:
 
 def _parser(name: str, config: SyslogSource) -> SyslogParser:
     try:
-        return SyslogParser(config.timezone, config.parse_body == "auto")  # SOURCE-FIELD
+        return SyslogParser(config.timezone, config.parse_body == "auto", source=name)
     except ValueError as e:
         raise ValueError(f"sources.{name}.timezone: {e}") from None
 
