@@ -260,6 +260,9 @@ def cmd_clickhouse_schema(args: argparse.Namespace) -> int:
             print(f"--server-version: {e}", file=sys.stderr)
             return 2
     elif args.probe:
+        from .logs import configure
+
+        configure("warning")  # stdout is the schema: the sink's log lines stay out of it
         name, sink = next(iter(sinks.items()))
         try:
             server = asyncio.run(_probe_clickhouse(name, sink))
