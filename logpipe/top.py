@@ -2,9 +2,10 @@
 
 Rates are differences between two scrapes divided by the time between them; batch latency
 is the mean of the batches confirmed in that interval (histogram sum and count deltas).
-Plain ANSI (clear screen, home), no curses; every line fits in 80 columns. Rendering is a
-pure function of two scrapes, so ``--once`` and the tests see exactly what the live view
-shows.
+A sink with several endpoints gets one row per endpoint under it (state, request rate,
+errors, possible duplicates). Plain ANSI (clear screen, home), no curses; every line fits
+in 80 columns. Rendering is a pure function of two scrapes, so ``--once`` and the tests see
+exactly what the live view shows.
 """
 
 from __future__ import annotations

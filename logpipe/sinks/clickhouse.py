@@ -72,6 +72,10 @@ _AT_ROW = re.compile(r"\(at row (\d+)\)")
 # the work to deliver.py's bisection.
 _MAX_ROW_EXCLUSIONS = 16
 _MAX_TABLES_CACHED = 10_000
+# Decoding and encoding a batch yield to the event loop this often (rows), and bodies over
+# this size are compressed in a thread: a catch-up batch is several batches' worth.
+_YIELD_EVERY = 5000
+_COMPRESS_OFF_LOOP = 4 << 20
 # Settings whose presence the sink checks at connect (besides the configured ones).
 _PROBED_SETTINGS = ("insert_deduplication_token", "input_format_defaults_for_omitted_fields",
                     "allow_experimental_low_cardinality_type", "async_insert", *CLICKHOUSE_PINNED_SETTINGS)
@@ -305,7 +309,9 @@ class ClickHouse(HttpSink):
         groups: dict[tuple[int, str], list[tuple[bytes, dict]]] = {}
         undecodable = []
         shard_by, shards = self._shard_by, len(self.pools)
-        for record in batch.records:
+        for n, record in enumerate(batch.records, 1):
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a merged backlog batch must not stall the sources for seconds
             if id(record) in done:
                 continue
             try:
@@ -340,11 +346,13 @@ class ClickHouse(HttpSink):
     def backlog_limits(self, max_events: int, max_bytes: int) -> tuple[int, int]:
         return max_events * self.config.catch_up_batches, max_bytes * self.config.catch_up_batches
 
-    def _rows(self, schema: TableSchema, items: list[tuple[bytes, dict]]) -> list[bytes]:
+    async def _rows(self, schema: TableSchema, items: list[tuple[bytes, dict]]) -> list[bytes]:
         mapping = self._mapping
         dumps = orjson.dumps
         rows = []
-        for _, event in items:
+        for n, (_, event) in enumerate(items, 1):
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if mapping:
                 row = {column: event[field] for column, field in mapping if field in event}
             else:
@@ -357,7 +365,7 @@ class ClickHouse(HttpSink):
     async def _insert_table(self, table: str, shard: int, items: list[tuple[bytes, dict]], batch_id: str,
                             done: set[int]) -> None:
         schema = await self._schema(table, shard)
-        rows = self._rows(schema, items)
+        rows = await self._rows(schema, items)
         records = [record for record, _ in items]
         last_rejection: SendError | None = None
         for _ in range(_MAX_ROW_EXCLUSIONS + 1):
@@ -405,7 +413,9 @@ class ClickHouse(HttpSink):
         qualified = f"{self.config.database}.{table}"
         query = "/?" + urlencode({"query": f"INSERT INTO `{self.config.database}`.`{table}` FORMAT JSONEachRow", **settings})
         what = f"sending batch to clickhouse {self.name} table {qualified}"
-        compressed = self._http.compress(body)
+        # zlib lets go of the GIL: a large body is compressed off the event loop.
+        compressed = await asyncio.to_thread(self._http.compress, body) if len(body) > _COMPRESS_OFF_LOOP else \
+            self._http.compress(body)
 
         async def attempt(endpoint: Endpoint) -> None:
             try:
