@@ -3,13 +3,25 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/logpipe.toml
+# Exact versions of everything installed into .venv (runtime and test dependencies), known
+# to pass `make test`; pyproject.toml keeps the ranges a package install accepts.
+CONSTRAINTS := constraints.txt
 
 .PHONY: run test venv bench bench-e2e clean
 
-$(BIN)/logpipe: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+# A venv is only usable with pip in it: Debian's `python3 -m venv` without python3-venv
+# (no ensurepip) leaves a .venv with a python but no pip, which this rule replaces.
+$(BIN)/pip:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "make: '$(PYTHON)' cannot create a virtual environment (no ensurepip module)." >&2; \
+	  echo "make: install it (Debian/Ubuntu: apt-get install python3-venv), then run make again." >&2; \
+	  exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: '$(PYTHON) -m venv $(VENV)' failed; nothing left behind" >&2; exit 1; }
+
+$(BIN)/logpipe: $(BIN)/pip pyproject.toml $(CONSTRAINTS)
+	$(BIN)/pip install --quiet --upgrade -c $(CONSTRAINTS) pip
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $(BIN)/logpipe
 
 venv: $(BIN)/logpipe
@@ -30,5 +42,6 @@ bench: venv
 bench-e2e: venv
 	$(BIN)/python benchmarks/bench_e2e.py $(BENCH_ARGS)
 
+# Never data/: it holds the disk buffers (events not yet delivered) and dead letters.
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) .pytest_cache

@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if worker is None:
             await Daemon(config, config_path=args.config).run()
             return
-        from .daemon.supervisor import apply_worker_overrides, serve_worker_channel
+        from .daemon.worker import apply_worker_overrides, serve_worker_channel
 
         structlog.contextvars.bind_contextvars(worker=worker)
         ports = dict(_worker_port(p) for p in args.worker_port)
@@ -97,10 +97,11 @@ def _worker_port(text: str) -> tuple[str, int]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .config import SyslogSource
+    from .daemon.preflight import environment_problems
 
     config = _load_or_exit(args.config)
     listeners = []
-    problems = []
+    problems = [] if args.no_environment else environment_problems(config)
     for name, source in config.sources.items():
         listeners += [f"{name}/{key} {address}" for key, _, address in source.listeners()]
         if isinstance(source, SyslogSource):
@@ -125,7 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 async def _check_sinks(config, timeout_s: float = 5.0) -> list[str]:
     """Each sink's reachability probe, concurrently and bounded: warnings, never errors
     (a destination that is down now may be up when the daemon runs)."""
-    from .sinks import build as build_sink
+    from .daemon.assemble import build_sink
 
     async def probe(name: str, sink_config) -> str | None:
         sink = None
@@ -220,6 +221,11 @@ def cmd_announce(args: argparse.Namespace) -> int:
                 return 2
         else:
             announcement[key] = value
+    try:
+        host, port = parse_address(args.to)
+    except ValueError as e:
+        print(f"announce: --to: {e}", file=sys.stderr)
+        return 2
     payload = orjson.dumps(announcement)
     if args.secret_file:
         with open(args.secret_file, "rb") as f:
@@ -228,7 +234,6 @@ def cmd_announce(args: argparse.Namespace) -> int:
         text = orjson.dumps(announcement).decode()
         payload = orjson.dumps({"payload": text, "hmac": sign(text, secret)})
     try:
-        host, port = parse_address(args.to)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             if args.bind:
@@ -316,6 +321,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replay: {e}", file=sys.stderr)
         return 2
     print(orjson.dumps(summary).decode())
+    for note in _replay_notes(summary, args.sink):
+        print(f"replay: {note}", file=sys.stderr)
+    if summary["already_complete"]:
+        print(f"replay already complete: the checkpoint {summary['checkpoint']} says every source was sent; nothing "
+              "was sent now (delete the checkpoint to replay from the start)", file=sys.stderr)
+        return 0
     if summary["complete"]:
         print(f"replay complete: {summary['sent_events']:,} events sent in {summary['elapsed_s']} s "
               f"({summary['events_per_s']:,} ev/s), {summary['dead_letter_events']} dead letter(s)", file=sys.stderr)
@@ -324,16 +335,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
           "run the same command to resume", file=sys.stderr)
     return 1
 
+
+def _replay_notes(summary: dict, sink: str) -> list[str]:
+    """What a replay read but did not send to ``sink``, and which times were not the data's."""
+    notes = []
+    if summary["routed_elsewhere_events"]:
+        notes.append(f"{summary['routed_elsewhere_events']:,} event(s) routed by the transforms to other sinks only: "
+                     f"not sent (replay feeds {sink} alone)")
+    if summary["dropped_by_transforms_events"]:
+        notes.append(f"{summary['dropped_by_transforms_events']:,} event(s) dropped by transforms")
+    missing, unreadable = summary["time_missing_events"], summary["time_unreadable_events"]
+    if missing or unreadable:
+        times = ", ".join(f"{path}: {when}" for path, when in summary["fallback_times"].items())
+        notes.append(f"{missing:,} record(s) without _time and {unreadable:,} with an unreadable one (flagged "
+                     f"parse_error, the value kept as body._time) got their file's modification time ({times})")
+    return notes
+
 def _api_url(args: argparse.Namespace) -> str:
     """``--api URL``, else ``api.listen`` of ``-c FILE`` (a wildcard host means loopback)."""
     if args.api:
         return args.api if "://" in args.api else "http://" + args.api
     if args.config:
         config = _load_or_exit(args.config)
-        if not config.api.listen:
-            print(f"{args.config}: api.listen is not set; the daemon serves no API", file=sys.stderr)
+        if not config.api.address:
+            print(f"{args.config}: the API is off (api.enabled = false or no api.listen); the daemon serves none",
+                  file=sys.stderr)
             sys.exit(2)
-        host, port = parse_address(config.api.listen)
+        host, port = parse_address(config.api.address)
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     return "http://127.0.0.1:8686"
@@ -346,7 +374,10 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    """Streams /api/tap to stdout, one JSON object per line: {"sinks": [...], "event": {...}}."""
+    """Streams /api/tap to stdout, one JSON object per line: {"sinks": [...], "event": {...}}.
+    Exit 0 after --limit events or Ctrl-C, 1 when the daemon ends the stream (it stopped
+    or died) or cannot be reached, 2 for a refused request (an unknown --sink)."""
+    import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -356,22 +387,29 @@ def cmd_tap(args: argparse.Namespace) -> int:
         query["sink"] = args.sink
     url = _api_url(args).rstrip("/") + "/api/tap?" + urllib.parse.urlencode(query)
     out = sys.stdout.buffer
+    received = 0
     try:
         with urllib.request.urlopen(url, timeout=None) as resp:
             for line in resp:
                 out.write(line)
                 out.flush()
+                received += 1
     except urllib.error.HTTPError as e:
         print(f"tap: {e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as e:
-        print(f"tap: cannot read {url}: {e}", file=sys.stderr)
+    except BrokenPipeError:  # piped into head
+        return 0
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        print(f"tap: reading {url}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:  # piped into head
+    if args.limit and received >= args.limit:
         return 0
-    return 0
+    # The daemon ends a stream only when it stops (or dies): not what the user asked for.
+    print(f"tap: the daemon closed the stream after {received} event(s)"
+          + (f" of --limit {args.limit}" if args.limit else ""), file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     run.add_argument("-c", "--config", required=True)
-    # Internal: how a daemon.workers > 1 supervisor starts its workers (logpipe/daemon/supervisor.py).
+    # Internal: how a daemon.workers > 1 supervisor starts its workers (logpipe/daemon/supervisor.py, worker.py).
     run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
@@ -389,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config file")
     validate.add_argument("-c", "--config", required=True)
-    validate.add_argument("--no-environment", action="store_true", help="skip the sink reachability checks")
+    validate.add_argument("--no-environment", action="store_true",
+                          help="skip the checks of this machine: files, environment variables, data_dir, sink reachability")
     validate.set_defaults(func=cmd_validate)
 
     test = sub.add_parser("test", help="parse, enrich and transform raw lines; print events as JSON lines")

@@ -65,6 +65,10 @@ class DeadLetters:
             f.write(b"\n".join(lines) + b"\n")
 
 
+# While a sink keeps failing, one summary line this often (attempts, buffered events, error).
+FAILING_SUMMARY_S = 60.0
+
+
 class Deliverer:
     def __init__(
         self,
@@ -103,6 +107,8 @@ class Deliverer:
             "logpipe_batch_events", "Events per batch sent", ("sink",), buckets=(1, 10, 100, 1000, 10000, 100000)
         ).labels(name)
         self.failing_since: float | None = None  # monotonic time of the first failure in a row
+        self._summarized_at = 0.0
+        self._attempts = 0
         self.last_error: str | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()  # ends a backoff early: abort() or a new sink
@@ -223,19 +229,30 @@ class Deliverer:
             self._sent_events.inc(len(current))
             self._sent_bytes.inc(current.nbytes)
             self._batch_events.observe(len(current))
+            self.log.debug("batch_sent", events=len(current), bytes=current.nbytes, batch=current.id)
             if self.failing_since is not None:
-                self.log.info("sink_recovered", failed_for_s=round(time.monotonic() - self.failing_since, 1))
+                self.log.info("sink_recovered", failed_for_s=round(time.monotonic() - self.failing_since, 1),
+                              buffered_events=self.buffer.events)
                 self.failing_since = None
                 self.last_error = None
                 self.buffer.set_sink_failing(False)
         return True
 
     def _note_failure(self, error: SendError) -> None:
+        now = time.monotonic()
         if self.failing_since is None:
-            self.failing_since = time.monotonic()
+            self.failing_since = self._summarized_at = now
+            self._attempts = 0
             self.buffer.set_sink_failing(True)
-            # Logged on the first failure of a streak only: a dead sink must not flood logs.
+            # The first failure of a streak, then a summary a minute: a dead sink must not
+            # flood the logs, and must not go quiet either.
             self.log.warning("send_failed", stage="sending", error=str(error), retrying=True)
+        elif now - self._summarized_at >= FAILING_SUMMARY_S:
+            self._summarized_at = now
+            self.log.warning("sink_still_failing", stage="sending", failing_for_s=round(now - self.failing_since),
+                             attempts=self._attempts, buffered_events=self.buffer.events, error=str(error))
+        self._attempts += 1
+        self.log.debug("send_attempt_failed", error=str(error), status=error.status)
         self.last_error = str(error)
 
     async def _send(self, batch: Batch) -> None:

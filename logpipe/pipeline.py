@@ -49,6 +49,7 @@ class SinkLane:
         self.name = name
         self.buffer = buffer
         self.block = when_full == "block"
+        self.log = structlog.get_logger().bind(component=f"sink.{name}")
         dropped = metrics.counter("logpipe_dropped_events_total", "Events dropped, by stage and reason", ("stage", "reason"))
         self._dropped_full = dropped.labels("buffering", "buffer_full")
         self._sink_dropped_full = metrics.counter(
@@ -79,6 +80,9 @@ class SinkLane:
         if self.buffer.is_full and not (self.block and holdable):
             self._dropped_full.inc(count)
             self._sink_dropped_full.inc(count)
+            # Per chunk, and the log's repeat limiter keeps one line per 10 s with a count.
+            self.log.warning("events_dropped", stage="buffering", sink=self.name, reason="buffer_full", events=count,
+                             when_full="block" if self.block else "drop_newest")
             return False
         return True
 

@@ -164,6 +164,7 @@ def render(api: str, previous: dict | None, current: dict, interval_s: float) ->
             if previous is not None:
                 before = {e.get("endpoint"): e for e in previous.get("sinks", {}).get(name, {}).get("endpoints") or []}
             lines += _endpoint_rows(endpoints, before, dt)
+    lines += _nats_lines(current, rate)
     drops = [(k, v) for k, v in _series(current, "logpipe_dropped_events_total").items() if v]
     lines.append("")
     if drops:
@@ -188,6 +189,30 @@ def _endpoint_rows(endpoints: list[dict], before: dict[str, dict], dt: float) ->
         rows.append(f"  {label[:37]:<38}{state:<6}{req_rate:>8}{_si(e.get('requests', 0)):>8}"
                     f"{_si(e.get('errors', 0)):>8}{_si(e.get('possible_duplicate_events', 0)):>8}")
     return rows
+
+
+def _nats_lines(current: dict, rate) -> list[str]:
+    """JetStream per nats sink (messages published, stored, duplicates dropped by the stream)
+    and per nats source (messages received, acknowledged, redelivered, the consumer's
+    pending, held here): only when the daemon has either."""
+    sinks = sorted({_labels(k).get("sink", "?") for k in _series(current, "logpipe_nats_published_messages_total")})
+    sources = sorted({_labels(k).get("source", "?") for k in _series(current, "logpipe_nats_messages_total")})
+    if not sinks and not sources:
+        return []
+    out = ["", f"{'NATS':<16}{'MSGS/S':>8}{'TOTAL':>8}{'ACKED':>8}{'REDELIV':>8}{'PENDING':>8}{'HELD':>7}{'DUPS':>7}"]
+    for name in sinks:
+        out.append(f"{(name + ' >pub')[:15]:<16}{rate('logpipe_nats_published_messages_total', sink=name):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_published_messages_total', sink=name)):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_publish_acked_messages_total', sink=name)):>8}"
+                   f"{'':>8}{'':>8}{'':>7}{_si(_sum(current, 'logpipe_nats_publish_duplicates_total', sink=name)):>7}")
+    for name in sources:
+        out.append(f"{(name + ' <sub')[:15]:<16}{rate('logpipe_nats_messages_total', source=name, result='received'):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_messages_total', source=name, result='received')):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_messages_total', source=name, result='acked')):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_messages_total', source=name, result='redelivered')):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_pending_messages', source=name)):>8}"
+                   f"{_si(_sum(current, 'logpipe_nats_in_flight_messages', source=name)):>7}{'':>7}")
+    return out
 
 
 def run(api: str, once: bool, interval_s: float = 1.0, out=None) -> int:

@@ -7,7 +7,7 @@ poll; stop is SIGTERM (then SIGKILL) to the PID we started. ``restart()`` keeps 
 and the port. keep_alive_timeout is 1 s: a graceful stop waits for idle keep-alive
 connections (10 s by default on 18.16).
 
-Import the fixtures in a test module: ``from tests.clickhouse_server import clickhouse``.
+The ``clickhouse`` fixture is registered for every test in tests/conftest.py.
 Tests skip with a reason when clickhouse-server is not installed (.ci/run installs it).
 """
 

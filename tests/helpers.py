@@ -22,7 +22,7 @@ import urllib.request
 
 import orjson
 
-__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin", "DaemonProcess", "parse_host_port", "FakeVictoriaLogs", "stop_process"]
+__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin", "DaemonProcess", "parse_host_port", "FakeVictoriaLogs", "stop_process", "file_messages"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -268,3 +268,13 @@ class FakeVictoriaLogs:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def file_messages(data_dir: str) -> list[str]:
+    """The `_msg` of every event the file sinks named `delivered*` wrote under data_dir."""
+    out = []
+    for name in sorted(os.listdir(data_dir)):
+        if name.startswith("delivered") and name.endswith(".ndjson"):
+            with open(os.path.join(data_dir, name), "rb") as f:
+                out += [json.loads(line)["_msg"] for line in f if line.strip()]
+    return out

@@ -88,15 +88,25 @@ class Batch:
 
 
 class Buffer:
-    """Base class with the pressure bookkeeping; subclasses implement storage."""
+    """Base class with the pressure bookkeeping; subclasses implement storage.
+
+    For a source that acknowledges upstream (nats): ``durable`` says that what ``push`` took
+    survives a crash of logpipe (disk). A buffer that is not durable counts
+    ``pushed_events`` and ``confirmed_events`` (events the sink confirmed, in push order) and
+    calls each of ``confirm_listeners`` when the latter grows, so the source can wait for
+    delivery instead."""
 
     _wakeup: asyncio.Event  # set by push/close; each subclass creates it
+    durable = False
+    pushed_events = 0
+    confirmed_events = 0
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._low = int(max_bytes * LOW_WATERMARK)
         self._pressure = False
         self.on_pressure: Callable[[bool], None] | None = None
+        self.confirm_listeners: list[Callable[[], None]] = []
 
     # size, as counted against max_bytes: waiting plus unacknowledged
     @property

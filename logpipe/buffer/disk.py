@@ -248,6 +248,8 @@ def _fsync_path(path: str) -> None:
 
 
 class DiskBuffer(Buffer):
+    durable = True  # every push is in the kernel's hands before push returns
+
     def __init__(
         self,
         name: str,

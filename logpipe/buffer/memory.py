@@ -46,6 +46,10 @@ class MemoryBuffer(Buffer):
         self._closed = False
         self._lead = 0  # 0: no lead, pressure at max_bytes only
         self._sink_failing = False
+        # Delivery positions (Buffer docstring): batches leave in push order, each ends at
+        # a position; confirmed_events moves over the acknowledged prefix.
+        self._taken_events = 0
+        self._batch_ends: dict[int, list] = {}  # seq -> [end position, acknowledged]
 
     @property
     def bytes(self) -> int:
@@ -94,6 +98,7 @@ class MemoryBuffer(Buffer):
 
     def _append(self, chunk: list) -> None:
         was_empty = not self._chunks
+        self.pushed_events += chunk[3]
         self._chunks.append(chunk)
         self._waiting_events += chunk[3]
         self._waiting_bytes += chunk[1]
@@ -156,6 +161,8 @@ class MemoryBuffer(Buffer):
         self._inflight_bytes += nbytes
         seq = next(self._seq)
         self._inflight_oldest[seq] = created
+        self._taken_events += count
+        self._batch_ends[seq] = [self._taken_events, False]
         name = f"{self.name}-{seq}"
         if all(type(part) is list for part in parts):
             return Batch(name, [record for part in parts for record in part], nbytes, created, token=seq)
@@ -168,6 +175,19 @@ class MemoryBuffer(Buffer):
             return
         self._inflight_events -= len(batch)
         self._inflight_bytes -= batch.nbytes
+        self._batch_ends[batch.token][1] = True  # type: ignore[index]
+        ends = self._batch_ends
+        confirmed = self.confirmed_events
+        while ends:
+            seq, (end, acknowledged) = next(iter(ends.items()))
+            if not acknowledged:
+                break
+            del ends[seq]
+            confirmed = end
+        if confirmed != self.confirmed_events:
+            self.confirmed_events = confirmed
+            for listener in self.confirm_listeners:
+                listener()
         self._check_pressure()
 
     def close(self) -> None:

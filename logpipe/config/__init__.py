@@ -34,10 +34,12 @@ from .base import (
     read_secret,
 )
 from .errors import collect, render
-from .sinks import ClickHouseSink, ElasticsearchSink, FileSink, SinkConfig, SyslogSink, VictoriaLogsSink
+from .nats import MetadataNats, NatsTls
+from .sinks import ClickHouseSink, ElasticsearchSink, FileSink, NatsSink, SinkConfig, SyslogSink, VictoriaLogsSink
 from .sources import (
     SOURCE_TYPES,
     MetadataSource,
+    NatsSource,
     SourceConfig,
     SyslogSource,
     address_problems,
@@ -81,6 +83,10 @@ __all__ = [
     "SyslogSink",
     "ElasticsearchSink",
     "SinkConfig",
+    "NatsSink",
+    "NatsSource",
+    "NatsTls",
+    "MetadataNats",
     "Condition",
     "DropTransform",
     "RedactTransform",
@@ -113,6 +119,8 @@ class Daemon(Base):
 
 
 class Api(Base):
+    # Vector's key: false serves nothing (no /health, /metrics, tap or reload).
+    enabled: bool = True
     listen: Address | None = "127.0.0.1:8686"
     # Client CIDRs the API answers; others get 403.
     allow: list[str] = field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
@@ -124,6 +132,11 @@ class Api(Base):
     def __post_init__(self) -> None:
         check_address(self.listen)
         check_cidrs(self.allow)
+
+    @property
+    def address(self) -> str | None:
+        """Where the API listens, or None when it is off."""
+        return self.listen if self.enabled else None
 
 
 
@@ -178,7 +191,7 @@ class Config(Base):
             for name in names:
                 if not _NAME.fullmatch(name):
                     raise ValueError(f"{kind}s.{name}: {kind} names are letters, digits, _ and -")
-        for path, why in transform_problems(self.transforms, self.sinks) + address_problems(self.sources, self.api.listen):
+        for path, why in transform_problems(self.transforms, self.sinks) + address_problems(self.sources, self.api.address):
             raise ValueError(f"{'.'.join(path)}: {why}")
 
     def sources_of(self, kind: type[S]) -> dict[str, S]:
@@ -225,7 +238,7 @@ def _cross_problems(raw: dict) -> list[tuple[tuple[str, ...], str]]:
     if isinstance(sources, dict):
         decoded = {name: _convert_or_none(table, SourceConfig) for name, table in sources.items()}
         api = _convert_or_none(raw.get("api", {}), Api)
-        found += address_problems({n: s for n, s in decoded.items() if s is not None}, api.listen if api else None)
+        found += address_problems({n: s for n, s in decoded.items() if s is not None}, api.address if api else None)
     return found
 
 

@@ -18,6 +18,7 @@ from .base import (
     check_address,
     check_secret_sources,
 )
+from .nats import Seconds, sink_fields_check, with_connection
 
 class _SinkBase(Base, tag_field="type"):
     batch: Batch = field(default_factory=Batch)
@@ -274,5 +275,33 @@ class ElasticsearchSink(_HttpSinkBase, tag="elasticsearch"):
             raise ValueError(f"index: expected text with {{field}} parts, got {self.index!r}")
 
 
-SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink, SyslogSink, ElasticsearchSink]
+class NatsSink(with_connection(_SinkBase, "_NatsSinkBase"), tag="nats"):  # type: ignore[misc]
+    """Events into a JetStream stream (sinks/nats.py); config/nats.py has the shared checks."""
+
+    # Larger batches than an HTTP sink's need not wait: a batch is many small publishes.
+    batch: Batch = field(default_factory=lambda: Batch(max_events=5000, max_bytes=4_000_000, max_age_ms=200))
+    # A subject, or a template over event fields (``logs.{service}``); each value becomes one
+    # token (``.``, ``*``, ``>`` and spaces turn into ``_``).
+    subject: str = "logs"
+    default_subject: str | None = None  # required with a template: events lacking the field
+    # Events of one subject travel together in a message (NDJSON) up to these bounds; the
+    # message id (dedup) is derived from the batch. 1 = one message per event.
+    events_per_message: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    max_message_bytes: Annotated[int, Meta(ge=1024, le=64 * 1024 * 1024)] = 900_000
+    stream: str = "LOGS"
+    # true: create the stream at start if it is missing (with the stream_* settings below);
+    # false: it must exist (publishes to a subject no stream captures are retried, logged).
+    create_stream: bool = False
+    stream_subjects: list[str] = field(default_factory=list)  # default: the subject(s) with * for fields
+    stream_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    stream_duplicate_window_s: Seconds = 120.0
+    stream_retention: Literal["workqueue", "limits", "interest"] = "workqueue"
+    stream_max_bytes: NonNegativeInt = 0  # 0: no limit; else publishes are refused (retried) when full
+    stream_max_age_s: NonNegativeInt = 0  # 0: no limit
+
+    def __post_init__(self) -> None:
+        sink_fields_check(self)
+
+
+SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink, SyslogSink, ElasticsearchSink, NatsSink]
 

@@ -23,6 +23,7 @@ from .base import (
     check_secret_sources,
     parse_address,
 )
+from .nats import MetadataNats, Seconds, source_fields_check, with_connection
 
 _ANY = ["0.0.0.0/0", "::/0"]
 
@@ -72,6 +73,8 @@ class MetadataSource(_SourceBase, tag="metadata"):
     max_label_value_bytes: PositiveInt = 1024
     # The table is written to data_dir/metadata.snapshot this often and at shutdown (0: never).
     snapshot_interval_s: NonNegativeInt = 30
+    # Share announcements between daemons over a NATS subject (config/nats.py).
+    nats: MetadataNats | None = None
 
     def __post_init__(self) -> None:
         check_address(self.udp)
@@ -82,8 +85,31 @@ class MetadataSource(_SourceBase, tag="metadata"):
         return [("udp", "udp", self.udp)] if self.udp else []
 
 
-SourceConfig = Union[SyslogSource, MetadataSource]
-SOURCE_TYPES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in (SyslogSource, MetadataSource))  # type: ignore[misc]
+class NatsSource(with_connection(_SourceBase, "_NatsSourceBase"), tag="nats"):  # type: ignore[misc]
+    """Events from a JetStream stream through a durable pull consumer (sources/nats.py)."""
+
+    stream: str = "LOGS"
+    # The durable consumer: every shipper naming the same one shares (splits) the stream.
+    consumer: str = "logpipe"
+    filter_subject: str | None = None  # only these subjects of the stream (wildcards allowed)
+    # Messages asked for per pull, and held unacknowledged at most (waiting for sinks with a
+    # memory buffer to confirm; disk-buffered events are acknowledged once written). Held
+    # messages x events per message must cover a memory-buffered sink's batch.max_events, or
+    # each of its batches waits for max_age_ms.
+    fetch_messages: PositiveInt = 256
+    max_in_flight: PositiveInt = 10_000
+    # The server redelivers a message not acknowledged within this time (to any shipper);
+    # logpipe keeps held messages alive with progress notices, so only a dead shipper's expire.
+    ack_wait_s: Seconds = 30.0
+    # Used when logpipe creates the consumer; an existing consumer keeps its own settings.
+    max_ack_pending: PositiveInt = 20_000
+
+    def __post_init__(self) -> None:
+        source_fields_check(self)
+
+
+SourceConfig = Union[SyslogSource, MetadataSource, NatsSource]
+SOURCE_TYPES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in (SyslogSource, MetadataSource, NatsSource))  # type: ignore[misc]
 
 
 def with_source_types(raw: Any) -> Any:

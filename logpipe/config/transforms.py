@@ -10,7 +10,7 @@ from ..safe_regex import compile_checked
 from .base import Base, PositiveInt
 
 # --- transforms ------------------------------------------------------------------------
-# One Struct per `[[transforms]]` type, tagged on `type`; logpipe/transforms.py builds each
+# One Struct per `[[transforms]]` type, tagged on `type`; logpipe/transforms/ builds each
 # into a step once. Regexes are compiled here too so `logpipe validate` reports a bad or
 # unsafe one (logpipe/safe_regex.py) with its key path.
 

@@ -25,10 +25,11 @@ from typing import Any, Callable
 
 import structlog
 
-from ..config import Config, MetadataSource
+from ..config import Config, MetadataSource, SyslogSource
 from ..metrics import Metrics
 from ..sources.metadata import RESULTS as ANNOUNCEMENT_RESULTS
 from .assemble import Graph, SinkUnit, assemble
+from .preflight import StartError, environment_problems, lock_data_dir
 from .snapshot import MetadataSnapshot
 from . import views
 
@@ -55,6 +56,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
+        self._lock_fd: int | None = None
         self._housekeeping: list[asyncio.Task] = []
         self.deliveries: dict[str, asyncio.Task] = {}
         self.retiring: dict[str, asyncio.Task] = {}
@@ -96,17 +98,15 @@ class Daemon:
     @property
     def syslog(self) -> Any:
         """The first syslog source (the one named ``syslog`` in the classic layout)."""
-        from ..sources.syslog import SyslogListeners
-
-        found = self.graph.sources_of(SyslogListeners)
-        return found[0] if found else None
+        return self._first(SyslogSource)
 
     @property
     def metadata(self) -> Any:
-        from ..sources.metadata import MetadataListener
+        """The first metadata source."""
+        return self._first(MetadataSource)
 
-        found = self.graph.sources_of(MetadataListener)
-        return found[0] if found else None
+    def _first(self, kind: type) -> Any:
+        return next((s for s in self.graph.sources.values() if isinstance(s.config, kind)), None)
 
     def health_problems(self, unhealthy_after_s: float) -> list[str]:
         return views.health_problems(self.graph, self.ready.is_set(), unhealthy_after_s)
@@ -144,7 +144,11 @@ class Daemon:
         return self._tasks.create_task(coro, name=name)
 
     async def start(self) -> None:
+        problems = environment_problems(self.config)
+        if problems:
+            raise StartError("; ".join(problems))
         os.makedirs(self.config.daemon.data_dir, exist_ok=True)
+        self._lock_fd = lock_data_dir(self.config.daemon.data_dir)
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         for unit in self.sinks.values():
@@ -161,13 +165,16 @@ class Daemon:
             self._housekeeping.append(self.spawn(self._expire_entries(), "expire"))
         for source in self.graph.sources.values():
             await source.start()
-        if self.config.api.listen:
-            from ..api import ApiServer
-
-            self.api = ApiServer(self)
-            self.api_address = await self.api.start(self.config.api.listen)
+        if self.config.api.address:
+            await self.start_api(self.config.api.address)
         self.ready.set()
         self.log.info("started", sources=sorted(self.graph.sources), sinks=sorted(self.sinks), pid=os.getpid())
+
+    async def start_api(self, listen: str) -> None:
+        from ..api import ApiServer
+
+        self.api = ApiServer(self)
+        self.api_address = await self.api.start(listen)
 
     async def _expire_entries(self) -> None:
         while True:
@@ -201,6 +208,9 @@ class Daemon:
             await unit.sink.close()
         if self.api is not None:
             await self.api.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the data_dir lock
+            self._lock_fd = None
         self.log.info("stopped")
 
     async def _drain(self, draining: list[asyncio.Task]) -> None:

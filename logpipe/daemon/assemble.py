@@ -17,7 +17,7 @@ import os
 from typing import Any, Callable
 
 from ..buffer.base import Buffer
-from ..config import Config, MetadataSource, SourceConfig, SyslogSource, read_secret
+from ..config import Config, MetadataSource, NatsSource, SourceConfig, SyslogSource, read_secret
 from ..deliver import DeadLetters, Deliverer
 from ..enrich import Enricher, MetadataTable
 from ..hold import Hold
@@ -28,7 +28,9 @@ from ..sources.base import Source
 from ..sources.flow import FlowControl
 from ..transforms import Transforms
 
-__all__ = ["Graph", "SinkUnit", "assemble", "build_buffer", "build_sink_unit", "build_source", "syslog_settings"]
+__all__ = [
+    "Graph", "SinkUnit", "assemble", "build_buffer", "build_sink", "build_sink_unit", "build_source", "syslog_settings",
+]
 
 # Used when a config has no metadata source (the table still exists: `logpipe test
 # --metadata` and the workers' forwarded announcements fill it).
@@ -64,9 +66,6 @@ class Graph:
         self.sinks = sinks
         self.sources = sources
 
-    def sources_of(self, kind: type) -> list[Any]:
-        return [s for s in self.sources.values() if isinstance(s, kind)]
-
 
 def build_buffer(name: str, config: Any, data_dir: str, metrics: Metrics) -> Buffer:
     if config.buffer.type == "disk":
@@ -82,7 +81,7 @@ def build_sink_unit(name: str, config: Any, data_dir: str, metrics: Metrics, flo
                     sink: Sink | None = None, buffer: Buffer | None = None) -> SinkUnit:
     """``sink`` and ``buffer`` are given by a reload that keeps them, or by replay (its own
     acknowledgement-counting buffer)."""
-    sink = sink or build_sink(name, config, data_dir)
+    sink = sink or build_sink(name, config, data_dir, metrics)
     buffer = buffer or build_buffer(name, config, data_dir, metrics)
     deliverer = Deliverer(
         sink,
@@ -109,6 +108,10 @@ def build_source(name: str, config: SourceConfig, graph: Graph, *, reuse_port: b
 
         secret = read_secret(config.secret, config.secret_file, config.secret_env, f"sources.{name}.secret")
         return MetadataListener(name, config, graph.table, graph.metrics, secret=secret)
+    if isinstance(config, NatsSource):
+        from ..sources.nats import NatsConsumer
+
+        return NatsConsumer(name, config, graph.pipeline, graph.flow, graph.metrics)
     raise ValueError(f"sources.{name}: unsupported type")  # pragma: no cover - config rejects it
 
 

@@ -10,6 +10,8 @@ everything new, then swap it in within one event-loop turn, or refuse with reaso
   removed one stops (reading what its connections already sent).
 - Lanes, transforms and the enricher are swapped on the pipeline (it is synchronous, so
   swapping references is atomic between chunks).
+- Every kept sink is asked to ``reopen()`` what it holds by name (the file sink opens its
+  path again), so SIGHUP after logrotate works as operators expect.
 - ``daemon.log_level`` and ``log_format`` apply at once.
 - Refused, with every reason, while nothing is swapped: an invalid file, an unknown
   timezone, an address that cannot be bound, a sink that cannot be built, and the settings
@@ -25,10 +27,10 @@ from ..config import Config, ConfigError, load
 from ..enrich import Enricher
 from ..logs import configure
 from ..pipeline import SinkLane
-from ..sinks import Sink, build as build_sink
+from ..sinks import Sink
 from ..sources.base import release
 from ..transforms import Transforms
-from .assemble import build_sink_unit, build_source
+from .assemble import build_sink, build_sink_unit, build_source
 from .views import count_lost
 
 __all__ = ["reload", "reload_from_file", "restart_problems"]
@@ -142,7 +144,7 @@ async def _prepare(daemon: Any, new: Config, prepared: _Prepared) -> None:
         prepared.enricher = Enricher(graph.table, new.enrich.pairs(), graph.metrics)
     for name, sink_config in new.sinks.items():
         if old.sinks.get(name) != sink_config:
-            sink = build_sink(name, sink_config, new.daemon.data_dir)
+            sink = build_sink(name, sink_config, new.daemon.data_dir, daemon.graph.metrics)
             prepared.sinks[name] = sink
             await sink.start()
     for name, source_config in new.sources.items():
@@ -155,8 +157,8 @@ async def _prepare(daemon: Any, new: Config, prepared: _Prepared) -> None:
         added = build_source(name, source_config, graph, reuse_port=daemon.reuse_port)
         prepared.sources[name] = added
         prepared.bound[name] = added.bind_changed(source_config)
-    if new.api.listen != old.api.listen and new.api.listen and daemon.api is not None:
-        prepared.api_site = await daemon.api.bind(new.api.listen)
+    if new.api.address != old.api.address and new.api.address and daemon.api is not None:
+        prepared.api_site = await daemon.api.bind(new.api.address)
 
 
 async def _apply(daemon: Any, new: Config, prepared: _Prepared) -> dict:
@@ -200,9 +202,15 @@ async def _apply(daemon: Any, new: Config, prepared: _Prepared) -> dict:
         pipeline.hold.reconfigure(new.enrich)
     for name in removed:
         _retire_sink(daemon, name)
+    for name in new.sinks:
+        if name not in added and name not in changed:
+            await units[name].sink.reopen()  # a file rotated by logrotate is opened again by its path
     sources_changed = await _swap_sources(daemon, new, prepared)
-    if new.api.listen != old.api.listen and daemon.api is not None:
-        daemon.api_address = await daemon.api.swap(new.api.listen, prepared.api_site)
+    if new.api.address != old.api.address:
+        if daemon.api is None:
+            await daemon.start_api(new.api.address)  # was off; a failure here leaves it off
+        else:
+            daemon.api_address = await daemon.api.swap(new.api.address, prepared.api_site)
     if (new.daemon.log_level, new.daemon.log_format) != (old.daemon.log_level, old.daemon.log_format):
         configure(new.daemon.log_level, new.daemon.log_format)
     graph.config = new

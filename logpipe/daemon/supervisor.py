@@ -24,11 +24,7 @@ Supervisor (``run_supervisor``):
 - SIGTERM/SIGINT: forwarded to every worker, each runs the normal Daemon drain; the
   supervisor waits for all and exits 0. SIGHUP is forwarded (each worker reloads).
 
-Workers (``apply_worker_overrides`` + ``serve_worker_channel``): a Daemon whose config has
-``data_dir = DATA_DIR/workers/wI`` (buffers, dead letters and snapshot per worker: a
-restarted worker replays its own disk buffer completely), file sinks writing
-``PATH.wI.ndjson``, ``api.listen = 127.0.0.1:0``, no metadata port, and syslog sockets bound
-with SO_REUSEPORT.
+Workers: logpipe/daemon/worker.py. Summing the workers' metrics: logpipe/daemon/aggregate.py.
 """
 
 from __future__ import annotations
@@ -49,74 +45,14 @@ import structlog
 from ..config import Config, MetadataSource, SyslogSource, parse_address
 from ..enrich import MetadataTable
 from ..metrics import Metrics
+from .aggregate import sum_prometheus, sum_trees
 from .assemble import Graph
 
-__all__ = ["run_supervisor", "apply_worker_overrides", "serve_worker_channel", "worker_data_dir"]
+__all__ = ["run_supervisor"]
 
 _RESTART_INITIAL_S = 0.5
 _RESTART_MAX_S = 10.0
 _STABLE_AFTER_S = 30.0
-
-
-def worker_data_dir(data_dir: str, index: int) -> str:
-    return os.path.join(data_dir, "workers", f"w{index}")
-
-
-def apply_worker_overrides(config: Config, index: int, ports: dict[str, int]) -> Config:
-    """The config worker ``index`` runs: see the module docstring. ``ports`` maps
-    ``SOURCE.udp``/``SOURCE.tcp`` to the port the supervisor resolved for a port 0."""
-    replace = msgspec.structs.replace
-    data_dir = config.daemon.data_dir
-    daemon = replace(config.daemon, data_dir=worker_data_dir(data_dir, index))
-    api = replace(config.api, listen="127.0.0.1:0")
-    sources: dict[str, Any] = {}
-    for name, source in config.sources.items():
-        if isinstance(source, SyslogSource):
-            for key in ("udp", "tcp"):
-                address = getattr(source, key)
-                if address and f"{name}.{key}" in ports:
-                    source = replace(source, **{key: _with_port(address, ports[f"{name}.{key}"])})
-        elif isinstance(source, MetadataSource):
-            source = replace(source, udp=None)  # the supervisor owns announcements
-        sources[name] = source
-    sinks = {}
-    for name, sink in config.sinks.items():
-        if type(sink).__struct_config__.tag == "file":
-            base = sink.path if os.path.isabs(sink.path) else os.path.join(data_dir, sink.path)
-            sink = replace(sink, path=f"{base}.w{index}")
-        sinks[name] = sink
-    return replace(config, daemon=daemon, api=api, sources=sources, sinks=sinks)
-
-
-def _with_port(address: str, port: int) -> str:
-    host, _ = parse_address(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def serve_worker_channel(daemon: Any, fd: int) -> None:
-    """Worker side of the socketpair: report the API address once started, then apply every
-    announcement the supervisor forwards. Runs until cancelled."""
-    sock = socket.socket(fileno=fd)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await daemon.ready.wait()
-    address = daemon.api_address
-    if address is not None:
-        sock.send(f"api {address[0]}:{address[1]}".encode())
-    log = structlog.get_logger().bind(component="worker")
-    try:
-        while True:
-            data = await loop.sock_recv(sock, 1 << 20)
-            if not data:
-                continue
-            try:
-                announcement = pickle.loads(data)
-            except Exception as e:  # only the supervisor writes here; still never crash on it
-                log.warning("worker_announcement_unreadable", error=str(e)[:200])
-                continue
-            daemon.table.apply(announcement)
-    finally:
-        sock.close()
 
 
 def _die_with_parent() -> None:
@@ -191,7 +127,7 @@ class Supervisor:
 
         # The supervisor's own graph is only its metadata sources, feeding the forwarding table.
         graph = Graph(config, self.metrics, self.table, None, None, {}, {})  # type: ignore[arg-type]
-        self.announcers = [build_source(name, m, graph) for name, m in metadata.items() if m.udp]
+        self.announcers = [build_source(name, m, graph) for name, m in metadata.items() if m.udp or m.nats]
         family = self.metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
         for result in RESULTS:
             family.labels(result)
@@ -346,11 +282,17 @@ class Supervisor:
         cpus = os.cpu_count() or 1
         if self.n > cpus:
             self.log.warning("workers_exceed_cpus", workers=self.n, cpus=cpus)
+        from .preflight import StartError, environment_problems, lock_data_dir
+
+        problems = environment_problems(self.config)
+        if problems:
+            raise StartError("; ".join(problems))
         os.makedirs(self.config.daemon.data_dir, exist_ok=True)
+        self._lock_fd = lock_data_dir(self.config.daemon.data_dir)  # held until the process exits
         self._warn_orphans()
         self._resolve_ports()
-        if self.config.api.listen:
-            await self._start_api(self.config.api.listen)
+        if self.config.api.address:
+            await self._start_api(self.config.api.address)
         for announcer in self.announcers:
             await announcer.start()
             for key, (host, port) in announcer.addresses.items():
@@ -444,7 +386,7 @@ class Supervisor:
         for _, stats in per_worker:
             if stats is None:
                 continue
-            merged = _sum_trees(merged, stats.get("metrics", {}))
+            merged = sum_trees(merged, stats.get("metrics", {}))
             for name, sink in stats.get("sinks", {}).items():
                 acc = sinks.setdefault(name, {"type": sink.get("type"), "buffer_events": 0, "buffer_bytes": 0,
                                               "buffer_max_bytes": 0, "failing": False, "last_error": None})
@@ -555,63 +497,6 @@ class Supervisor:
             await asyncio.gather(*readers, return_exceptions=True)
             await session.close()
         return response
-
-
-def _sum_trees(a: Any, b: Any) -> Any:
-    """Numbers add, dicts merge key by key (histogram {count, sum} included)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = dict(a)
-        for key, value in b.items():
-            out[key] = _sum_trees(out[key], value) if key in out else value
-        return out
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a + b
-    return a
-
-
-def sum_prometheus(texts: list[str]) -> str:
-    """Sum identical series (name + labels) across Prometheus text expositions; HELP/TYPE
-    lines are kept once, in first-seen order."""
-    order: list[str] = []
-    comments: dict[str, list[str]] = {}
-    values: dict[str, dict[str, float]] = {}
-    for text in texts:
-        current = ""
-        for line in text.splitlines():
-            if not line:
-                continue
-            if line.startswith("#"):
-                parts = line.split(" ", 3)
-                current = parts[2] if len(parts) > 2 else ""
-                if current not in comments:
-                    comments[current] = []
-                    values[current] = {}
-                    order.append(current)
-                if line not in comments[current]:
-                    comments[current].append(line)
-                continue
-            series, _, number = line.rpartition(" ")
-            try:
-                value = float(number)
-            except ValueError:
-                continue
-            group = values.setdefault(current, {})
-            if current not in comments:
-                comments[current] = []
-                order.append(current)
-            group[series] = group.get(series, 0.0) + value
-    out = []
-    for name in order:
-        out += comments[name]
-        for series, value in values.get(name, {}).items():
-            if value == float("inf"):
-                text = "+Inf"
-            elif float(value).is_integer():
-                text = str(int(value))
-            else:
-                text = repr(value)
-            out.append(f"{series} {text}")
-    return "\n".join(out) + "\n"
 
 
 def run_supervisor(config: Config, config_path: str) -> int:

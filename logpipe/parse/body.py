@@ -39,11 +39,14 @@ import msgspec
 
 __all__ = [
     "HEADER_FIELDS",
+    "LEVEL_KEYS",
     "RESERVED",
     "BodyEvent",
     "decode_body",
     "apply_body",
     "apply_labels",
+    "as_msg",
+    "level_of",
     "normalize_level",
 ]
 
@@ -69,7 +72,8 @@ _LEVEL_WORDS = {
 }
 SEVERITY_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 _LEVEL_WORDS.update({str(i): name for i, name in enumerate(SEVERITY_LEVELS)})
-_LEVEL_KEYS = ("level", "lvl", "severity", "loglevel")
+LEVEL_KEYS = ("level", "lvl", "severity", "loglevel")  # the first present sets ``level``
+_LEVEL_KEYS = LEVEL_KEYS
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -227,8 +231,21 @@ def _logfmt_plain(text: str) -> dict[str, object] | None:
     return fields if quoted == len(parts) else None
 
 
-def _as_msg(value: object) -> str:
+def as_msg(value: object) -> str:
+    """A ``msg``/``message`` value as ``_msg`` text: a string as is, anything else as JSON."""
     return value if type(value) is str else _json_encode(value).decode()  # type: ignore[return-value]
+
+
+_as_msg = as_msg
+
+
+def level_of(fields: Mapping[str, object]) -> str | None:
+    """The normalized value of the first present of :data:`LEVEL_KEYS`; None when there is
+    none or it does not normalize (then ``level`` is left alone)."""
+    for key in LEVEL_KEYS:
+        if key in fields:
+            return normalize_level(fields[key])
+    return None
 
 
 class _Shape(NamedTuple):
@@ -310,12 +327,9 @@ def _apply_general(event: dict, fields: dict[str, object]) -> BodyEvent:
     elif "message" in fields:
         msg = fields.pop("message")
         merged["_msg"] = msg if type(msg) is str else _as_msg(msg)
-    for key in _LEVEL_KEYS:
-        if key in fields:
-            level = normalize_level(fields[key])
-            if level is not None:
-                merged["level"] = level
-            break
+    level = level_of(fields)
+    if level is not None:
+        merged["level"] = level
     if not (fields.keys().isdisjoint(RESERVED) and fields.keys().isdisjoint(event.keys())):
         clashes = []
         for key in fields:

@@ -26,7 +26,7 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
-__all__ = ["format_time", "parse_timezone", "TimestampResolver", "MONTHS"]
+__all__ = ["format_time", "parse_timezone", "TimestampResolver", "MONTHS", "epoch_time", "TimeValueReader"]
 
 _EPOCH = datetime(1970, 1, 1)
 _UTC = timezone.utc
@@ -65,6 +65,54 @@ def format_time(ts: float) -> str:
         return f"{format_second(sec)}.{micro:06d}Z"
     except (OverflowError, ValueError):
         return "1970-01-01T00:00:00.000000Z"
+
+
+# Unix seconds of 0001-01-01T00:00:00Z and of the last second of 9999: what RFC 3339 can write.
+_FIRST_SECOND, _LAST_SECOND = -62135596800, 253402300799
+
+
+def epoch_time(number: float) -> str | None:
+    """Seconds, milliseconds, microseconds or nanoseconds since the epoch (told apart by
+    magnitude: below 1e11 is seconds, below 1e14 milliseconds, ...) -> ``_time`` text;
+    None when non-finite or outside years 1-9999."""
+    if not math.isfinite(number):
+        return None
+    for scale in (1, 1e3, 1e6, 1e9):
+        if abs(number) < 1e11 * scale:
+            seconds = number / scale
+            return format_time(seconds) if _FIRST_SECOND <= seconds <= _LAST_SECOND else None
+    return None
+
+
+class TimeValueReader:
+    """A time given as a field value (a ``_time`` in an exported record, a ``coerce``
+    to ``timestamp``) -> ``_time`` text, or None when it cannot be read.
+
+    Accepted: numbers and numeric text as epoch time (:func:`epoch_time`), and RFC 3339 /
+    ISO 8601 text with ``T`` or a space between date and time, read like an RFC 5424 stamp
+    (an offset-less stamp is in ``timezone``). Anything else (booleans, lists, prose) is
+    None. Never raises."""
+
+    def __init__(self, timezone: str = "UTC") -> None:
+        self._rfc3339 = TimestampResolver(parse_timezone(timezone)).rfc3339
+
+    def __call__(self, value: object) -> str | None:
+        kind = type(value)
+        if kind is int or kind is float:
+            return epoch_time(value)  # type: ignore[arg-type]
+        if kind is not str:
+            return None
+        text = value.strip()  # type: ignore[attr-defined]
+        if len(text) < 64:
+            try:
+                number = float(text)
+            except ValueError:
+                pass
+            else:
+                return epoch_time(number)
+        if len(text) < 19 or len(text) > 40:
+            return None
+        return self._rfc3339(text if text[10] in "Tt" else text[:10] + "T" + text[11:])
 
 
 def parse_timezone(name: str) -> tzinfo:

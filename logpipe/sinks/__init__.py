@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from ..config import ClickHouseSink, ElasticsearchSink, FileSink, SinkConfig, SyslogSink, VictoriaLogsSink
+from ..config import ClickHouseSink, ElasticsearchSink, FileSink, NatsSink, SinkConfig, SyslogSink, VictoriaLogsSink
+from ..metrics import Metrics
 from .base import SendError, Sink
 
 __all__ = ["SendError", "Sink", "build"]
 
 
-def build(name: str, config: SinkConfig, data_dir: str) -> Sink:
+def build(name: str, config: SinkConfig, data_dir: str, metrics: Metrics | None = None) -> Sink:
+    """``metrics``: for sinks with counters of their own (nats)."""
     if isinstance(config, VictoriaLogsSink):
         from .victorialogs import VictoriaLogs
 
@@ -29,4 +31,8 @@ def build(name: str, config: SinkConfig, data_dir: str) -> Sink:
         from .elasticsearch import Elasticsearch
 
         return Elasticsearch(name, config)
+    if isinstance(config, NatsSink):
+        from .nats import Nats
+
+        return Nats(name, config, data_dir, metrics)
     raise ValueError(f"sinks.{name}: unsupported type")  # pragma: no cover - config rejects it

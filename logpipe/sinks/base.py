@@ -13,6 +13,9 @@ that for every sink alike.
   named in it counts as confirmed; ``rejected`` records go to the dead letters with their
   own error, ``retryable_records`` are sent again (with backoff) as a smaller batch.
 - ``close()`` releases connections; it is called once, after the last ``send``.
+- ``reopen()`` (SIGHUP, reload) lets go of files or connections held by name and opens
+  them again, so a rotated file is let go; it never raises (a failure shows up as the
+  next ``send``'s error). Most sinks have nothing to reopen.
 - A sink also exposes ``check()``: an optional, cheap reachability probe for
   ``logpipe validate`` (returns an error text or None).
 - A sink with several endpoints (``endpoints``, ClickHouse ``shards``) lists their pools in
@@ -68,6 +71,9 @@ class Sink:
 
     async def send(self, batch: Batch) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    async def reopen(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass

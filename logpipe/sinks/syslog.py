@@ -2,8 +2,10 @@
 TLS (RFC 5425) or UDP (RFC 5426).
 
 The message:
-- HEADER from the event: PRI from ``facility`` and ``severity`` (severity from ``level`` when
-  the event has no ``severity``; the sink's defaults otherwise), TIMESTAMP from ``_time``
+- HEADER from the event: PRI from ``facility`` and the normalized ``level`` (which a JSON or
+  logfmt body may have set over the line's own PRI; ``severity`` when there is no known
+  ``level``; the sink's defaults otherwise). A ``severity`` the PRI does not carry is sent
+  as a parameter, TIMESTAMP from ``_time``
   (microseconds, UTC), HOSTNAME (``hostname``, else ``source_ip``), APP-NAME, PROCID, MSGID.
   Absent fields are NILVALUE. Header values are cut to RFC 5424's lengths, and characters
   outside printable US-ASCII become ``_``.
@@ -62,6 +64,7 @@ FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
 SEVERITIES = {name: code for code, name in enumerate("emerg alert crit err warning notice info debug".split())}
 LEVEL_SEVERITY = {name: code for code, name in enumerate("emerg alert crit error warn notice info debug".split())}
 HEADER_FIELDS = frozenset({"_time", "_msg", "hostname", "app_name", "proc_id", "msg_id", "facility", "severity"})
+_HEADER_BUT_SEVERITY = HEADER_FIELDS - {"severity"}
 
 # How long a new TLS connection waits for the server to refuse it (see _await_tls_verdict).
 TLS_VERDICT_S = 0.25
@@ -115,22 +118,28 @@ class MessageFormatter:
         self.default_severity = SEVERITIES[severity]
 
     def pri(self, event: dict) -> int:
-        # str() so that an odd value (a list from a replayed file) cannot raise here
+        # The normalized level first: a JSON body's "level":"error" overrides the PRI it
+        # came with, and a SIEM filtering on severity must see the error.
+        # str() so that an odd value (a list from a replayed file) cannot raise here.
         facility = FACILITIES.get(str(event.get("facility")), self.default_facility)
-        severity = SEVERITIES.get(str(event.get("severity")))
+        severity = LEVEL_SEVERITY.get(str(event.get("level")))
         if severity is None:
-            severity = LEVEL_SEVERITY.get(str(event.get("level")), self.default_severity)
+            severity = SEVERITIES.get(str(event.get("severity")), self.default_severity)
         return facility * 8 + severity
 
     def format(self, event: dict) -> tuple[bytes, bytes]:
         """(HEADER SP STRUCTURED-DATA SP, MSG): kept apart so UDP can cut the MSG alone."""
         hostname = event.get("hostname") or event.get("source_ip")
+        pri = self.pri(event)
+        # ``severity`` is in the header only when the PRI says it; otherwise (the level won)
+        # it travels as a parameter, so the line's own PRI is not lost.
+        header = HEADER_FIELDS if SEVERITIES.get(str(event.get("severity"))) == pri & 7 else _HEADER_BUT_SEVERITY
         params = [
-            f'{_param_name(k)}="{_param_value(v)}"' for k, v in event.items() if k not in HEADER_FIELDS and v is not None
+            f'{_param_name(k)}="{_param_value(v)}"' for k, v in event.items() if k not in header and v is not None
         ]
         sd = f"[{self.sd_id} {' '.join(params)}]" if params else "-"
         head = (
-            f"<{self.pri(event)}>1 {_timestamp(event.get('_time'))} {_header(hostname, 255)} "
+            f"<{pri}>1 {_timestamp(event.get('_time'))} {_header(hostname, 255)} "
             f"{_header(event.get('app_name'), 48)} {_header(event.get('proc_id'), 128)} "
             f"{_header(event.get('msg_id'), 32)} {sd} "
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import structlog
 
@@ -78,7 +79,7 @@ class MetadataListener:
     RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
     # Settings read once, at start: a reload that changes them is refused (daemon/reload.py).
     RESTART_KEYS = ("secret", "secret_file", "secret_env", "replay_window_s", "rate_per_s", "rate_burst", "max_labels",
-                    "max_label_value_bytes")
+                    "max_label_value_bytes", "nats")
 
     def __init__(self, name: str, config: MetadataSource, table: MetadataTable, metrics: Metrics,
                  secret: bytes | None = None) -> None:
@@ -104,6 +105,11 @@ class MetadataListener:
         self.addresses: dict[str, tuple[str, int]] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self.log = structlog.get_logger().bind(component=f"source.{name}")
+        self._relay: Any = None  # sources/announce_relay.NatsRelay with config.nats
+        if config.nats is not None:
+            from .announce_relay import NatsRelay
+
+            self._relay = NatsRelay(self, config.nats, metrics)
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -117,15 +123,26 @@ class MetadataListener:
         elif not self.rate.allow(ip, time.monotonic()):
             result = "rate_limited"
         else:
-            try:
-                result = self.table.apply(self.decoder.decode(data, ip, time.time()), self.config.ttl_s)
-            except AnnouncementError as e:
-                result = e.result
+            result = self.apply(data, ip)
+            if self._relay is not None and result in ("ok", "removed"):
+                self._relay.publish(data, ip)
         self._results[result].inc()
         return result
 
+    def apply(self, data: bytes, ip: str | None) -> str:
+        """Verify and decode one announcement (HMAC, replay window, limits) into the table."""
+        try:
+            return self.table.apply(self.decoder.decode(data, ip, time.time()), self.config.ttl_s)
+        except AnnouncementError as e:
+            return e.result
+
+    def count(self, result: str) -> None:
+        self._results[result].inc()
+
     async def start(self) -> None:
         await self.reconfigure(self.config, self.bind_changed(self.config))
+        if self._relay is not None:
+            await self._relay.start()
 
     def bind_changed(self, config: MetadataSource) -> dict:
         AllowList(config.allow)
@@ -152,6 +169,8 @@ class MetadataListener:
             old.close()
 
     async def stop(self) -> None:
+        if self._relay is not None:
+            await self._relay.stop()
         if self._transport is not None:
             self._transport.close()
             self._transport = None

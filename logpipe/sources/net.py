@@ -50,7 +50,8 @@ def _family(host: str) -> int:
 def udp_socket(address: str, receive_buffer_bytes: int | None = None, reuse_port: bool = False) -> socket.socket:
     host, port = parse_address(address)
     sock = socket.socket(_family(host), socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # No SO_REUSEADDR: on UDP it lets a second daemon bind the same port and silently take
+    # the datagrams. Workers of one supervisor share ports through SO_REUSEPORT instead.
     if reuse_port:  # daemon.workers > 1: the kernel spreads flows over the workers' sockets
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if receive_buffer_bytes:

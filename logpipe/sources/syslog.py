@@ -8,8 +8,11 @@ always works on chunks.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
 import ssl
+import struct
+import termios
 import time
 
 import structlog
@@ -67,6 +70,7 @@ class _TcpConnection(asyncio.Protocol):
         self._transport = transport
         owner.connections.add(self)
         owner.flow.register(transport)
+        owner.log.debug("connection_opened", peer=self._ip, connections=len(owner.connections))
 
     def data_received(self, data: bytes) -> None:
         owner = self._owner
@@ -95,6 +99,7 @@ class _TcpConnection(asyncio.Protocol):
             owner.pipeline.ingest(owner.parser.parse_lines(lines, time.time(), self._ip), True)
         owner.connections.discard(self)
         owner.flow.unregister(self._transport)
+        owner.log.debug("connection_closed", peer=self._ip, error=str(exc) if exc else None)
         self._transport = None
         if not owner.connections:
             owner.all_closed.set()
@@ -106,6 +111,17 @@ class _TcpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def unread_bytes(self) -> int:
+        """Bytes the kernel holds for this connection that logpipe has not read (FIONREAD):
+        at a stop they are lost, since TCP syslog has no acknowledgement to withhold."""
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is None:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            return 0
 
 
 class _UdpReader:
@@ -236,6 +252,9 @@ class SyslogListeners:
         metrics.counter("logpipe_truncated_events_total", "Messages cut at max_line_bytes", ("source",)).set_function(
             lambda: self.parser.truncated, name
         )
+        self.unread_at_stop = metrics.counter(
+            "logpipe_unread_bytes_at_shutdown_total", "Bytes clients sent that a stop closed unread", ("source",)
+        ).labels(name)
         self.log = structlog.get_logger().bind(component=f"source.{name}")
         # A worker of daemon.workers > 1 shares the ports with the other workers.
         self.reuse_port = reuse_port
@@ -383,8 +402,14 @@ class SyslogListeners:
                     await asyncio.wait_for(self.all_closed.wait(), min(wait, deadline - time.monotonic()))
                 except TimeoutError:
                     pass
+            unread = [c.unread_bytes() for c in self.connections]
             for conn in list(self.connections):
                 conn.close()
+            if any(unread):
+                self.unread_at_stop.inc(sum(unread))
+                self.log.warning("unread_at_shutdown", stage="receiving", bytes=sum(unread),
+                                 connections=sum(1 for u in unread if u), grace_s=grace_s,
+                                 hint="sent by the clients but not read before the stop; TCP syslog cannot acknowledge")
             if self.connections:
                 try:
                     await asyncio.wait_for(self.all_closed.wait(), 5)
