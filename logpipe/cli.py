@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 import sys
 import time
@@ -246,15 +247,46 @@ def cmd_announce(args: argparse.Namespace) -> int:
 
 def cmd_clickhouse_schema(args: argparse.Namespace) -> int:
     from .config import ClickHouseSink
-    from .sinks.clickhouse_ddl import schema_text
+    from .sinks.clickhouse_ddl import schema_text, server_info
 
     config = _load_or_exit(args.config)
     sinks = {name: s for name, s in config.sinks.items() if isinstance(s, ClickHouseSink)}
     if not sinks:
         print(f"{args.config}: no sink of type clickhouse", file=sys.stderr)
         return 2
-    print(schema_text(sinks))
+    if args.cluster is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", args.cluster):
+        print(f"--cluster: expected a cluster name from remote_servers, got {args.cluster!r}", file=sys.stderr)
+        return 2
+    server = None
+    if args.server_version:
+        try:
+            server = server_info(args.server_version)
+        except ValueError as e:
+            print(f"--server-version: {e}", file=sys.stderr)
+            return 2
+    elif args.probe:
+        from .logs import configure
+
+        configure("warning")  # stdout is the schema: the sink's log lines stay out of it
+        name, sink = next(iter(sinks.items()))
+        try:
+            server = asyncio.run(_probe_clickhouse(name, sink))
+        except Exception as e:  # the reason the server could not be asked, whatever it is
+            print(f"--probe: sinks.{name}: {e}", file=sys.stderr)
+            return 1
+    print(schema_text(sinks, cluster=args.cluster, server=server))
     return 0
+
+
+async def _probe_clickhouse(name: str, config):
+    from .sinks.clickhouse import ClickHouse
+    from .sinks.clickhouse_ddl import ServerInfo
+
+    sink = ClickHouse(name, config)
+    try:
+        return ServerInfo(*await sink.server_features())
+    finally:
+        await sink.close()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -449,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("clickhouse-schema", help="print a recommended CREATE TABLE for each clickhouse sink's table")
     schema.add_argument("-c", "--config", required=True)
+    schema.add_argument("--cluster", help="ReplicatedMergeTree ON CLUSTER tables plus a Distributed table for this cluster")
+    which = schema.add_mutually_exclusive_group()
+    which.add_argument("--server-version", help="print only the statements this ClickHouse version accepts (e.g. 18.16)")
+    which.add_argument("--probe", action="store_true", help="ask the first clickhouse sink's server its version instead")
     schema.set_defaults(func=cmd_clickhouse_schema)
     return parser
 

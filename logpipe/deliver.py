@@ -13,6 +13,8 @@ Rules:
   does not name, dead-letters its rejected records at once (no splitting: the destination
   already said which ones) and retries its retryable records as a smaller batch.
 - Each sink's loop is its own task: a slow or dead sink never stalls another's delivery.
+- While the buffer holds more than two batches, a batch may be as large as the sink's
+  ``backlog_limits`` allow (ClickHouse merges a backlog into fewer, larger inserts).
 - ``concurrency`` > 1 runs that many send loops for one sink. Batches are taken from the
   buffer one at a time (a lock: buffers take batches serially), sent and acknowledged
   concurrently; both buffers accept acknowledgements in any order.
@@ -81,6 +83,8 @@ class Deliverer:
         concurrency: int = 1,
     ) -> None:
         self.sink = sink
+        self._metrics = metrics
+        self._bind_endpoints(sink)
         self.concurrency = max(1, concurrency)
         self._take_lock = asyncio.Lock()
         self.buffer = buffer
@@ -127,8 +131,8 @@ class Deliverer:
     async def _run_one(self) -> None:
         while True:
             async with self._take_lock:  # self.batch is read per batch: a reload may replace it
-                batch = await self.buffer.next_batch(
-                    self.batch.max_events, self.batch.max_bytes, self.batch.max_age_ms / 1000)
+                max_events, max_bytes = self._batch_limits()
+                batch = await self.buffer.next_batch(max_events, max_bytes, self.batch.max_age_ms / 1000)
             if batch is None:
                 return
             if await self._deliver(batch):
@@ -136,6 +140,16 @@ class Deliverer:
                 self._latency.observe(time.monotonic() - batch.created)
             else:
                 return  # aborted: the batch stays unacknowledged
+
+    def _batch_limits(self) -> tuple[int, int]:
+        max_events, max_bytes = self.batch.max_events, self.batch.max_bytes
+        if self.buffer.events > 2 * max_events or self.buffer.bytes > 2 * max_bytes:
+            return self.sink.backlog_limits(max_events, max_bytes)
+        return max_events, max_bytes
+
+    def _bind_endpoints(self, sink: Sink) -> None:
+        for pool in sink.endpoint_pools():
+            pool.bind_metrics(self._metrics)
 
     def abort(self) -> None:
         """Stop retrying (shutdown deadline passed)."""
@@ -148,6 +162,7 @@ class Deliverer:
         on the new sink at once. Returns the old sink if it is idle (the caller closes it);
         otherwise it is closed here when its running send returns."""
         old = self.sink
+        self._bind_endpoints(sink)
         self.sink, self.batch = sink, batch
         self.buffer.set_lead(self._lead_bytes())
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s

@@ -2,9 +2,10 @@
 
 Rates are differences between two scrapes divided by the time between them; batch latency
 is the mean of the batches confirmed in that interval (histogram sum and count deltas).
-Plain ANSI (clear screen, home), no curses; every line fits in 80 columns. Rendering is a
-pure function of two scrapes, so ``--once`` and the tests see exactly what the live view
-shows.
+A sink with several endpoints gets one row per endpoint under it (state, request rate,
+errors, possible duplicates). Plain ANSI (clear screen, home), no curses; every line fits
+in 80 columns. Rendering is a pure function of two scrapes, so ``--once`` and the tests see
+exactly what the live view shows.
 """
 
 from __future__ import annotations
@@ -157,6 +158,12 @@ def render(api: str, previous: dict | None, current: dict, interval_s: float) ->
             f"{_si(_sum(current, 'logpipe_dead_letter_events_total', sink=name)):>6}"
             f"{_si(sink.get('buffer_events', 0)):>8}{fill:>6}{_latency(latency):>9}  {status:<6}"
         )
+        endpoints = sink.get("endpoints") or []
+        if len(endpoints) > 1:
+            before = {}
+            if previous is not None:
+                before = {e.get("endpoint"): e for e in previous.get("sinks", {}).get(name, {}).get("endpoints") or []}
+            lines += _endpoint_rows(endpoints, before, dt)
     lines += _nats_lines(current, rate)
     drops = [(k, v) for k, v in _series(current, "logpipe_dropped_events_total").items() if v]
     lines.append("")
@@ -168,6 +175,20 @@ def render(api: str, previous: dict | None, current: dict, interval_s: float) ->
     for problem in problems:
         lines.append(problem)
     return "\n".join(line[:WIDTH] for line in lines) + "\n"
+
+
+def _endpoint_rows(endpoints: list[dict], before: dict[str, dict], dt: float) -> list[str]:
+    """Under a sink with several endpoints: each one's state, request rate and counts
+    (DUP? = events that may have been stored twice: sent again after a timeout)."""
+    rows = [f"  {'ENDPOINT':<38}{'STATE':<6}{'REQ/S':>8}{'REQS':>8}{'ERRS':>8}{'DUP?':>8}"]
+    for e in endpoints:
+        label = (f"s{e['shard']} " if "shard" in e else "") + str(e.get("endpoint", "?"))
+        state = "up" if e.get("up") else "DOWN"
+        old = before.get(e.get("endpoint"))
+        req_rate = "-" if old is None else _si(max(0.0, e.get("requests", 0) - old.get("requests", 0)) / dt)
+        rows.append(f"  {label[:37]:<38}{state:<6}{req_rate:>8}{_si(e.get('requests', 0)):>8}"
+                    f"{_si(e.get('errors', 0)):>8}{_si(e.get('possible_duplicate_events', 0)):>8}")
+    return rows
 
 
 def _nats_lines(current: dict, rate) -> list[str]:

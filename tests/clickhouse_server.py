@@ -140,6 +140,21 @@ class ClickHouseServer:
             self.process.kill()
             self.process.wait(5)
 
+    @property
+    def tcp_port(self) -> int:
+        """The native-protocol port the kernel picked (Distributed tables connect to it)."""
+        assert self.process is not None
+        ports = [p for p in _listening_ports(self.process.pid) if p != self.http_port]
+        assert len(ports) == 1, ports
+        return ports[0]
+
+    def add_config(self, name: str, xml_body: str) -> None:
+        """A config.d file; the server merges it in on its next config check (a few
+        seconds), so wait for its effect (e.g. the cluster in system.clusters)."""
+        os.makedirs(os.path.join(self.directory, "config.d"), exist_ok=True)
+        with open(os.path.join(self.directory, "config.d", f"{name}.xml"), "w") as f:
+            f.write(f'<?xml version="1.0"?>\n<yandex>\n{xml_body}\n</yandex>\n')
+
     def restart(self) -> None:
         """Start again on the same port, with the same data."""
         self.start()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
+from urllib.parse import urlsplit
 
 from msgspec import Meta, field
 
@@ -33,8 +34,62 @@ class _SinkBase(Base, tag_field="type"):
     request_timeout_s: PositiveInt = 30
 
 
-class VictoriaLogsSink(_SinkBase, tag="victorialogs"):
-    url: str = "http://127.0.0.1:9428"
+_HOST_URL = re.compile(r"^https?://[^/\s]+")
+
+
+def check_url(url: str, pattern: re.Pattern = _HOST_URL, expected: str = "http(s)://HOST[:PORT]") -> str | None:
+    """Why ``url`` is no endpoint URL, or None."""
+    if not isinstance(url, str) or not pattern.match(url):
+        return f'expected "{expected}", got {url!r}'
+    try:
+        port = urlsplit(url).port  # raises for a port that is not a number or out of range
+    except ValueError as e:
+        return f"{e} in {url!r}"
+    if port == 0:
+        return f"port 0 in {url!r}"
+    return None
+
+
+class _HttpSinkBase(_SinkBase):
+    """A sink that POSTs over HTTP: to ``url``, or spread over ``endpoints`` with failover
+    (sinks/endpoints.py)."""
+
+    url: str | None = None
+    endpoints: list[str] = field(default_factory=list)
+
+    default_url: ClassVar[str] = "http://127.0.0.1"
+    url_pattern: ClassVar[re.Pattern] = _HOST_URL
+    url_expected: ClassVar[str] = "http(s)://HOST[:PORT]"
+
+    def endpoint_urls(self) -> list[str]:
+        return list(self.endpoints) or [self.url or self.default_url]
+
+    def check_endpoints(self) -> None:
+        """Raises ValueError naming the key (``endpoints.1: ...``)."""
+        if self.url is not None:
+            if self.endpoints:
+                raise ValueError("endpoints: give either url (one endpoint) or endpoints, not both")
+            problem = check_url(self.url, self.url_pattern, self.url_expected)
+            if problem:
+                raise ValueError(f"url: {problem}")
+        check_url_list("endpoints", self.endpoints, self.url_pattern, self.url_expected)
+
+
+def check_url_list(key: str, urls: list[str], pattern: re.Pattern = _HOST_URL, expected: str = "http(s)://HOST[:PORT]",
+                   seen: dict[str, str] | None = None) -> None:
+    seen = {} if seen is None else seen
+    for i, url in enumerate(urls):
+        problem = check_url(url, pattern, expected)
+        if problem:
+            raise ValueError(f"{key}.{i}: {problem}")
+        same = url.rstrip("/")
+        if same in seen:
+            raise ValueError(f"{key}.{i}: {url!r} is already {seen[same]}")
+        seen[same] = f"{key}.{i}"
+
+
+class VictoriaLogsSink(_HttpSinkBase, tag="victorialogs"):
+    default_url: ClassVar[str] = "http://127.0.0.1:9428"
     stream_fields: list[str] = field(default_factory=list)
     account_id: NonNegativeInt | None = None
     project_id: NonNegativeInt | None = None
@@ -42,19 +97,34 @@ class VictoriaLogsSink(_SinkBase, tag="victorialogs"):
     extra_fields: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not re.match(r"^https?://[^/\s]+", self.url):
-            raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
+        self.check_endpoints()
 
 
 _CH_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CH_TEMPLATE = re.compile(r"(?:[A-Za-z0-9_]|\{[A-Za-z0-9_.@-]+\})+")
 
 
-class ClickHouseSink(_SinkBase, tag="clickhouse"):
+# Settings logpipe's delivery guarantees depend on, sent whenever the server knows them: an
+# insert is confirmed only once stored, and the dedup token works under async inserts too.
+CLICKHOUSE_PINNED_SETTINGS = {"wait_for_async_insert": "1", "async_insert_deduplicate": "1", "insert_deduplicate": "1"}
+_CH_OWN_SETTINGS = ("insert_deduplication_token", "query", "database")
+
+
+class ClickHouseSink(_HttpSinkBase, tag="clickhouse"):
     # Few large inserts: every insert makes a part, and many small parts end in
     # "too many parts" (Code 252) and a read-only table.
     batch: Batch = field(default_factory=lambda: Batch(max_events=50_000, max_bytes=16_000_000, max_age_ms=5000))
-    url: str = "http://127.0.0.1:8123"
+    default_url: ClassVar[str] = "http://127.0.0.1:8123"
+    # Shards of a cluster, each a list of replica URLs (failover among them); rows go to
+    # shard halfMD5(shard_by) % len(shards), as a Distributed table with that key would put them.
+    shards: list[list[str]] = field(default_factory=list)
+    shard_by: str | None = None
+    # Query settings sent with every insert (async_insert, max_insert_block_size, ...).
+    settings: dict[str, Union[bool, int, float, str]] = field(default_factory=dict)
+    # After an outage one insert per table may carry up to this many batches' worth of a
+    # backlog (max_events and max_bytes times this), so it drains at the steady insert rate
+    # instead of one batch per min_insert_interval_ms. 1 = off.
+    catch_up_batches: Annotated[int, Meta(ge=1, le=64)] = 4
     database: str = "logs"
     table: str = "app"
     default_table: str | None = None
@@ -78,9 +148,13 @@ class ClickHouseSink(_SinkBase, tag="clickhouse"):
         default_factory=lambda: {"debug": 3, "info": 30, "warn": 90, "error": 180, "default": 30}
     )
 
+    def shard_urls(self) -> list[list[str]]:
+        """Replica lists, one per shard; without ``shards``, one shard of the endpoints."""
+        return [list(replicas) for replicas in self.shards] or [self.endpoint_urls()]
+
     def __post_init__(self) -> None:
-        if not re.match(r"^https?://[^/\s]+", self.url):
-            raise ValueError(f'url: expected "http(s)://HOST[:PORT]", got {self.url!r}')
+        self.check_endpoints()
+        self._check_cluster()
         if "{" in self.table and self.default_table is None:
             raise ValueError("default_table: required when table is a template")
         check_secret_sources("password", [self.password, self.password_file, self.password_env])
@@ -93,6 +167,37 @@ class ClickHouseSink(_SinkBase, tag="clickhouse"):
         for column in self.columns:
             if not _CH_IDENTIFIER.fullmatch(column):
                 raise ValueError(f"columns: column names are letters, digits and _, got {column!r}")
+        for key, value in self.settings.items():
+            if not _CH_IDENTIFIER.fullmatch(key) or key in _CH_OWN_SETTINGS:
+                raise ValueError(f"settings.{key}: not a setting logpipe can pass through")
+            pinned = CLICKHOUSE_PINNED_SETTINGS.get(key)
+            if pinned is not None and clickhouse_setting(value) != pinned:
+                raise ValueError(f"settings.{key}: logpipe needs {pinned}: it confirms a batch only once the server "
+                                 "stored it, and its dedup token needs deduplication on")
+
+    def _check_cluster(self) -> None:
+        if self.shards:
+            if self.url is not None or self.endpoints:
+                raise ValueError("shards: give either shards or url/endpoints, not both")
+            seen: dict[str, str] = {}
+            for i, replicas in enumerate(self.shards):
+                if not replicas:
+                    raise ValueError(f"shards.{i}: a shard needs at least one replica URL")
+                check_url_list(f"shards.{i}", replicas, seen=seen)
+            if len(self.shards) > 1 and not self.shard_by:
+                raise ValueError("shard_by: required with more than one shard (the event field that picks the shard)")
+        elif self.shard_by is not None:
+            raise ValueError("shard_by: only with shards")
+        if self.create_table and (len(self.shards) > 1 or len(self.shard_urls()[0]) > 1):
+            raise ValueError("create_table: not with several endpoints or shards; create cluster tables "
+                             "with `logpipe clickhouse-schema --cluster NAME`")
+
+
+def clickhouse_setting(value: Union[bool, int, float, str]) -> str:
+    """A setting's value as ClickHouse reads it from a URL parameter."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 class FileSink(_SinkBase, tag="file"):
@@ -140,10 +245,12 @@ class SyslogSink(_SinkBase, tag="syslog", kw_only=True):
             raise ValueError('protocol: tls_* keys need protocol = "tls"')
 
 
-class ElasticsearchSink(_SinkBase, tag="elasticsearch"):
+class ElasticsearchSink(_HttpSinkBase, tag="elasticsearch"):
     """The _bulk API of Elasticsearch, OpenSearch or VictoriaLogs (/insert/elasticsearch)."""
 
-    url: str = "http://127.0.0.1:9200"
+    default_url: ClassVar[str] = "http://127.0.0.1:9200"
+    url_pattern: ClassVar[re.Pattern] = re.compile(r"^https?://[^/\s@]+(/|$)")
+    url_expected: ClassVar[str] = "http(s)://HOST[:PORT][/PATH] without credentials"
     # {field} from the event (missing: index_missing_value), then strftime of its _time (UTC).
     index: str = "logs-{service}-%Y.%m.%d"
     index_missing_value: str = "unknown"
@@ -159,8 +266,7 @@ class ElasticsearchSink(_SinkBase, tag="elasticsearch"):
     compression: Literal["none", "gzip"] = "gzip"
 
     def __post_init__(self) -> None:
-        if not re.match(r"^https?://[^/\s@]+(/|$)", self.url):
-            raise ValueError(f'url: expected "http(s)://HOST[:PORT][/PATH]" without credentials, got {self.url!r}')
+        self.check_endpoints()
         if self.api_key is not None and self.user is not None:
             raise ValueError("api_key: use either api_key or user/password")
         if (self.user is None) != (self.password is None):

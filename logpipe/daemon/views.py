@@ -43,6 +43,7 @@ def stats(graph: Graph, started: float) -> dict:
             "buffer_max_bytes": unit.buffer.max_bytes,
             "failing": unit.deliverer.failing_since is not None,
             "last_error": unit.deliverer.last_error,
+            "endpoints": [state for pool in unit.sink.endpoint_pools() for state in pool.snapshot()],
         }
         for name, unit in graph.sinks.items()
     }

@@ -18,6 +18,10 @@ that for every sink alike.
   next ``send``'s error). Most sinks have nothing to reopen.
 - A sink also exposes ``check()``: an optional, cheap reachability probe for
   ``logpipe validate`` (returns an error text or None).
+- A sink with several endpoints (``endpoints``, ClickHouse ``shards``) lists their pools in
+  ``endpoint_pools()``, for metrics, /api/stats and ``logpipe top``.
+- ``backlog_limits`` lets a sink take a bigger batch while the buffer holds a backlog (the
+  ClickHouse part guard: one insert per table per interval, so it needs more per insert).
 """
 
 from __future__ import annotations
@@ -28,13 +32,17 @@ __all__ = ["SendError", "PartialSendError", "Sink", "Batch"]
 
 
 class SendError(Exception):
-    """Sending failed. ``response`` is what the destination answered, if anything."""
+    """Sending failed. ``response`` is what the destination answered, if anything.
+    ``maybe_stored``: the request went out and no answer came back (a timeout, a connection
+    lost mid-request): the destination may have stored the batch anyway."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None, response: str | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None, response: str | None = None,
+                 maybe_stored: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.response = response
+        self.maybe_stored = maybe_stored
 
 
 class PartialSendError(SendError):
@@ -72,3 +80,10 @@ class Sink:
 
     async def check(self) -> str | None:
         return None
+
+    def endpoint_pools(self) -> list:
+        return []
+
+    def backlog_limits(self, max_events: int, max_bytes: int) -> tuple[int, int]:
+        """Batch limits while the buffer holds more than two batches: the configured ones."""
+        return max_events, max_bytes

@@ -25,25 +25,25 @@ Invariants:
 - Credentials travel in X-ClickHouse-User / X-ClickHouse-Key headers, never in the URL
   or a log line.
 
-Values: integer/float columns get a number or the configured ``column_defaults`` value
-(or the key is omitted, so the server's default applies); DateTime gets integer unix
-seconds and DateTime64 fractional unix seconds, forms both old (18.16) and new servers
-parse with no timezone ambiguity (text would be read in the server's timezone); Date gets
-``YYYY-MM-DD``; String gets JSON text for non-strings. A timestamp that cannot be read is
-sent as it is, so the server rejects that row and it is dead-lettered rather than stored
-with a wrong time.
+Clusters: ``endpoints`` spreads inserts over several servers (a Distributed table on each),
+failing over between them; ``shards`` gives one endpoint pool per shard (its replicas) and
+sends each row to shard ``halfMD5(shard_by) % len(shards)``, the shard a Distributed table
+with that sharding key would pick, so each shard's local table gets its rows directly.
+``settings`` pass through to every insert; on servers that know them, the settings the
+guarantees above depend on are pinned (CLICKHOUSE_PINNED_SETTINGS: an insert is confirmed
+once stored, and the token works under ``async_insert``). Value conversion: clickhouse_values.py.
+
+Catch-up: while the buffer holds a backlog the deliverer hands over up to
+``catch_up_batches`` batches' worth at once (``backlog_limits``), so the one insert per
+table per interval carries more rows and a backlog drains at the steady insert rate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import calendar
-import datetime as dt
 import hashlib
-import math
 import re
 import time
-from typing import Any, Callable
 from urllib.parse import urlencode
 
 import orjson
@@ -52,11 +52,14 @@ from cachetools import LRUCache
 
 from ..buffer.base import Batch
 from ..config import ClickHouseSink, read_secret
-from .base import SendError, Sink
+from ..config.sinks import CLICKHOUSE_PINNED_SETTINGS, clickhouse_setting
+from .base import SendError
 from .clickhouse_ddl import create_table_sql
-from .http import HttpPoster
+from .clickhouse_values import TableSchema, converter, parse_timestamp
+from .endpoints import Endpoint, endpoint_fault
+from .http import HttpPoster, HttpSink
 
-__all__ = ["ClickHouse", "classify", "error_code"]
+__all__ = ["ClickHouse", "classify", "error_code", "converter", "parse_timestamp", "shard_of"]
 
 # Server error codes. Data errors: this row will never be accepted as it is.
 DATA_ERRORS = frozenset(
@@ -69,6 +72,13 @@ _AT_ROW = re.compile(r"\(at row (\d+)\)")
 # the work to deliver.py's bisection.
 _MAX_ROW_EXCLUSIONS = 16
 _MAX_TABLES_CACHED = 10_000
+# Decoding and encoding a batch yield to the event loop this often (rows), and bodies over
+# this size are compressed in a thread: a catch-up batch is several batches' worth.
+_YIELD_EVERY = 5000
+_COMPRESS_OFF_LOOP = 4 << 20
+# Settings whose presence the sink checks at connect (besides the configured ones).
+_PROBED_SETTINGS = ("insert_deduplication_token", "input_format_defaults_for_omitted_fields",
+                    "allow_experimental_low_cardinality_type", "async_insert", *CLICKHOUSE_PINNED_SETTINGS)
 
 
 def error_code(text: str | None) -> int | None:
@@ -87,6 +97,14 @@ def classify(status: int | None, text: str | None) -> bool:
     if status is None:
         return True  # connection error, timeout
     return status not in (400, 413, 422)
+
+
+def shard_of(value: object, shards: int) -> int:
+    """The shard a Distributed table with sharding key ``halfMD5(column)`` picks for a
+    String column holding ``value`` (the JSON text of a non-string, as the sink stores it)."""
+    text = "" if value is None else value if isinstance(value, str) else orjson.dumps(value).decode()
+    digest = hashlib.md5(text.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % shards
 
 
 class _Template:
@@ -115,193 +133,6 @@ class _Template:
         return "".join(out)[:200]
 
 
-# --- value conversion ---------------------------------------------------------------------
-
-_MISSING = object()  # "omit this key"
-_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?\s*(Z|z|[+-]\d\d:?\d\d)?")
-
-
-def parse_timestamp(value: Any) -> tuple[int, int] | None:
-    """(unix seconds, nanoseconds) from RFC 3339 text or a unix number, or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            return None
-        magnitude = abs(value)
-        scale = 1 if magnitude < 1e11 else 1e3 if magnitude < 1e14 else 1e6 if magnitude < 1e17 else 1e9
-        if isinstance(value, int) and scale != 1:
-            ns = value * (1_000_000_000 // int(scale))
-            return ns // 1_000_000_000, ns % 1_000_000_000
-        seconds = value / scale
-        whole = math.floor(seconds)
-        return int(whole), int(round((seconds - whole) * 1e9)) % 1_000_000_000
-    if not isinstance(value, str):
-        return None
-    match = _RFC3339.fullmatch(value.strip())
-    if match is None:
-        text = value.strip()
-        if text.isdigit():
-            return parse_timestamp(int(text))
-        return None
-    y, mo, d, h, mi, s, frac, tz = match.groups()
-    try:
-        dt.date(int(y), int(mo), int(d))
-    except ValueError:
-        return None
-    if int(h) > 23 or int(mi) > 59 or int(s) > 60:
-        return None
-    seconds = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
-    if tz and tz not in ("Z", "z"):
-        sign = 1 if tz[0] == "+" else -1
-        digits = tz[1:].replace(":", "")
-        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-    nanos = int((frac or "0").ljust(9, "0")[:9])
-    return seconds, nanos
-
-
-_INT_RANGES = {
-    f"{sign}Int{bits}": ((0, 2**bits - 1) if sign == "U" else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
-    for sign in ("", "U")
-    for bits in (8, 16, 32, 64, 128, 256)
-}
-
-
-def _to_int(value: Any, low: int, high: int) -> Any:
-    if isinstance(value, bool):
-        number: Any = int(value)
-    elif isinstance(value, int):
-        number = value
-    elif isinstance(value, float):
-        number = int(value) if math.isfinite(value) and value.is_integer() else None
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                f = float(text)
-                number = int(f) if math.isfinite(f) and f.is_integer() else None
-            except ValueError:
-                number = None
-    else:
-        number = None
-    if number is None or not (low <= number <= high):
-        return _MISSING
-    return number
-
-
-def _to_float(value: Any) -> Any:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return _MISSING
-    else:
-        return _MISSING
-    return number if math.isfinite(number) else _MISSING
-
-
-def _to_string(value: Any) -> Any:
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
-
-
-def _to_datetime(value: Any) -> Any:
-    parsed = parse_timestamp(value)
-    return _MISSING if parsed is None or parsed[0] < 0 else parsed[0]
-
-
-def _to_datetime64(precision: int) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        parsed = parse_timestamp(value)
-        if parsed is None:
-            return _MISSING
-        seconds, nanos = parsed
-        if precision == 0:
-            return seconds
-        digits = str(nanos).rjust(9, "0")[:precision]
-        # A JSON number with exactly these digits: a float could round the last ones.
-        return orjson.Fragment(f"{seconds}.{digits}".encode())
-
-    return convert
-
-
-def _to_date(value: Any) -> Any:
-    parsed = parse_timestamp(value)
-    if parsed is None:
-        return _MISSING
-    return time.strftime("%Y-%m-%d", time.gmtime(parsed[0]))
-
-
-def converter(column_type: str) -> tuple[Callable[[Any], Any] | None, bool, bool]:
-    """(convert or None for pass-through, nullable, is_timestamp) for a ClickHouse type."""
-    nullable = False
-    inner = column_type.strip()
-    while True:
-        match = re.fullmatch(r"(Nullable|LowCardinality)\((.*)\)", inner)
-        if not match:
-            break
-        nullable = nullable or match.group(1) == "Nullable"
-        inner = match.group(2).strip()
-    base = inner.split("(", 1)[0]
-    if base in _INT_RANGES:
-        low, high = _INT_RANGES[base]
-        return (lambda v: _to_int(v, low, high)), nullable, False
-    if base in ("Float32", "Float64"):
-        return _to_float, nullable, False
-    if base == "Bool":
-        return (lambda v: _to_int(v, 0, 1)), nullable, False
-    if base in ("String", "FixedString"):
-        return _to_string, nullable, False
-    if base == "DateTime":
-        return _to_datetime, nullable, True
-    if base == "DateTime64":
-        precision = int(re.match(r"DateTime64\((\d+)", inner).group(1)) if "(" in inner else 3  # type: ignore[union-attr]
-        return _to_datetime64(precision), nullable, True
-    if base in ("Date", "Date32"):
-        return _to_date, nullable, True
-    return None, nullable, False
-
-
-class _TableSchema:
-    """Per-column converters of one table, built once from DESCRIBE."""
-
-    def __init__(self, types: dict[str, str], defaults: dict[str, Any]) -> None:
-        self.types = types
-        self.plans: dict[str, tuple[Callable[[Any], Any], bool, bool, Any]] = {}
-        for column, column_type in types.items():
-            convert, nullable, is_time = converter(column_type)
-            if convert is not None:
-                self.plans[column] = (convert, nullable, is_time, defaults.get(column, _MISSING))
-
-    def convert(self, row: dict) -> dict:
-        plans = self.plans
-        for column in [c for c in row if c in plans]:
-            value = row[column]
-            convert, nullable, is_time, default = plans[column]
-            if value is None:
-                if not nullable:
-                    del row[column]
-                continue
-            converted = convert(value)
-            if converted is _MISSING:
-                if default is not _MISSING:
-                    row[column] = default
-                elif is_time:
-                    pass  # keep it: the server rejects the row and it is dead-lettered
-                else:
-                    del row[column]
-            else:
-                row[column] = converted
-        return row
-
-
 class _Lineage:
     """The records of the batch in flight that the server already has (by identity:
     split halves share the record objects of the batch they came from)."""
@@ -317,14 +148,14 @@ class _Lineage:
         return self.done
 
 
-class ClickHouse(Sink):
+class ClickHouse(HttpSink):
     kind = "clickhouse"
+    health_path = "/ping"
 
     def __init__(self, name: str, config: ClickHouseSink) -> None:
-        super().__init__(name)
+        super().__init__(name, config, gzip=config.compression == "gzip", groups=config.shard_urls())
         self.config = config
         self.log = structlog.get_logger().bind(component=f"sink.{name}")
-        self.base_url = config.url.rstrip("/") + "/"
         # A fresh connection per request: inserts are large and at least a second apart,
         # and a pooled connection the server closed while idle (keep_alive_timeout, 3-10 s)
         # fails the next insert with "broken pipe", which would look like an outage.
@@ -334,62 +165,98 @@ class ClickHouse(Sink):
         password = read_secret(config.password, config.password_file, config.password_env, "password")
         if password is not None:
             self.headers["X-ClickHouse-Key"] = password.decode()
-        self._http = HttpPoster(f"clickhouse {name}", config.request_timeout_s, 1 if config.compression == "gzip" else None)
         self._plain = HttpPoster(f"clickhouse {name}", config.request_timeout_s, None)  # queries: tiny bodies
         self._template = _Template(config.table, config.default_table)
         self._mapping = list(config.columns.items())
+        self._shard_by = config.shard_by if len(self.pools) > 1 else None
         self._interval_s = config.min_insert_interval_ms / 1000
-        self._schemas: LRUCache[str, _TableSchema] = LRUCache(_MAX_TABLES_CACHED)
-        self._last_insert: LRUCache[str, float] = LRUCache(_MAX_TABLES_CACHED)
+        self._schemas: LRUCache[str, TableSchema] = LRUCache(_MAX_TABLES_CACHED)
+        self._last_insert: LRUCache[tuple[int, str], float] = LRUCache(_MAX_TABLES_CACHED)
         self._missing_logged: set[str] = set()
         self._lineage = _Lineage()
         self.version: str | None = None
         self.version_tuple: tuple[int, ...] = ()
         self.supports_dedup_token = False
         self._settings_known: set[str] = set()
+        self._insert_settings: dict[str, str] = {}
 
     # --- requests -------------------------------------------------------------------------
 
-    def _url(self, query: str, settings: dict[str, str] | None = None) -> str:
-        return self.base_url + "?" + urlencode({"query": query, **(settings or {})})
+    def is_endpoint_fault(self, error: SendError) -> bool:
+        # A missing table is the schema's trouble, not the server's: no failover for it.
+        return endpoint_fault(error) and error_code(error.response) not in MISSING_TABLE
 
-    async def _query(self, sql: str) -> str:
-        """Run a statement; SendError classified by ClickHouse's code."""
-        try:
-            _, text = await self._plain.post(self.base_url, sql.encode(), self.headers)
-        except SendError as e:
-            raise self._reclassify(e, f"running {sql.split(' ', 2)[0]} on clickhouse {self.name}") from None
-        return text
+    async def _query(self, sql: str, shard: int = 0) -> str:
+        """Run a statement on one endpoint of ``shard``; SendError classified by ClickHouse's code."""
+        what = f"running {sql.split(' ', 2)[0]} on clickhouse {self.name}"
+
+        async def attempt(endpoint: Endpoint) -> str:
+            try:
+                _, text = await self._plain.post(endpoint.url + "/", sql.encode(), self.headers)
+            except SendError as e:
+                raise self._reclassify(e, what) from None
+            return text
+
+        return await self.pools[shard].run(attempt)
 
     def _reclassify(self, e: SendError, what: str) -> SendError:
         detail = (e.response or str(e)).strip().splitlines()[0][:300] if e.response else str(e).split(": ", 1)[-1]
-        return SendError(f"{what}: {detail}", retryable=classify(e.status, e.response), status=e.status, response=e.response)
+        return SendError(f"{what}: {detail}", retryable=classify(e.status, e.response), status=e.status,
+                         response=e.response, maybe_stored=e.maybe_stored)
 
-    async def _ensure_ready(self) -> None:
+    async def _ensure_ready(self, shard: int = 0) -> None:
         if self.version is not None:
             return
-        version = (await self._query("SELECT version()")).strip()
+        version = (await self._query("SELECT version()", shard)).strip()
+        wanted = sorted({*_PROBED_SETTINGS, *self.config.settings})
         names = await self._query(
-            "SELECT name FROM system.settings WHERE name IN "
-            "('insert_deduplication_token', 'input_format_defaults_for_omitted_fields', 'allow_experimental_low_cardinality_type')"
-        )
-        self._settings_known = set(names.split())
-        self.supports_dedup_token = "insert_deduplication_token" in self._settings_known
+            "SELECT name FROM system.settings WHERE name IN (" + ", ".join(f"'{n}'" for n in wanted) + ")", shard)
+        known = set(names.split())
+        unknown = sorted(set(self.config.settings) - known)
+        if unknown:
+            # A config mistake: retried (loudly) until the config or the server changes.
+            raise SendError(f"clickhouse {self.name}: server {version} has no setting(s) "
+                            f"{', '.join('settings.' + n for n in unknown)}", retryable=True)
+        self._settings_known = known
+        self._insert_settings = self._pinned_settings(known)
+        self.supports_dedup_token = "insert_deduplication_token" in known
         self.version_tuple = tuple(int(p) for p in re.findall(r"\d+", version)[:3])
         self.version = version
-        self.log.info("clickhouse_connected", version=version, dedup_token=self.supports_dedup_token)
+        self.log.info("clickhouse_connected", version=version, dedup_token=self.supports_dedup_token,
+                      settings=self._insert_settings)
+
+    def _pinned_settings(self, known: set[str]) -> dict[str, str]:
+        """The configured settings, plus the pins this server knows. A server with
+        async_insert but no async_insert_deduplicate ignores the token of an async insert:
+        there logpipe turns async inserts off unless the config asks for them."""
+        settings = {key: clickhouse_setting(value) for key, value in self.config.settings.items()}
+        settings.update({key: value for key, value in CLICKHOUSE_PINNED_SETTINGS.items() if key in known})
+        if "async_insert" in known and "async_insert_deduplicate" not in known:
+            if "async_insert" not in settings:
+                settings["async_insert"] = "0"
+            elif settings["async_insert"] != "0":
+                self.log.warning("clickhouse_dedup_token_ignored", reason="async_insert without async_insert_deduplicate",
+                                 hint="a retried insert may be stored twice")
+        return settings
+
+    async def server_features(self) -> tuple[tuple[int, ...], bool]:
+        """(version, has non_replicated_deduplication_window) of the first shard's server."""
+        await self._ensure_ready()
+        found = await self._query(
+            "SELECT name FROM system.merge_tree_settings WHERE name = 'non_replicated_deduplication_window'")
+        return self.version_tuple, bool(found.strip())
 
     @property
     def modern_ddl(self) -> bool:
         return self.version_tuple >= (20, 1)
 
-    async def _schema(self, table: str) -> _TableSchema:
-        schema = self._schemas.get(table)
+    async def _schema(self, table: str, shard: int) -> TableSchema:
+        schema = self._schemas.get(table)  # every shard has the same table
         if schema is not None:
             return schema
-        qualified = f"`{self.config.database}`.`{table}`"
+        describe = f"DESCRIBE TABLE `{self.config.database}`.`{table}` FORMAT JSONEachRow"
         try:
-            text = await self._query(f"DESCRIBE TABLE {qualified} FORMAT JSONEachRow")
+            text = await self._query(describe, shard)
         except SendError as e:
             if error_code(e.response) not in MISSING_TABLE:
                 raise
@@ -397,7 +264,7 @@ class ClickHouse(Sink):
                 self._report_missing(table, e)
                 raise SendError(str(e), retryable=True, status=e.status, response=e.response) from None
             await self._create(table)
-            text = await self._query(f"DESCRIBE TABLE {qualified} FORMAT JSONEachRow")
+            text = await self._query(describe, shard)
         types = {}
         for line in text.splitlines():
             if line.strip():
@@ -413,11 +280,12 @@ class ClickHouse(Sink):
             )
             self._report_missing(table, error)
             raise error
-        schema = _TableSchema(types, dict(self.config.column_defaults))
+        schema = TableSchema(types, dict(self.config.column_defaults))
         self._schemas[table] = schema
         return schema
 
     async def _create(self, table: str) -> None:
+        # create_table is refused with several endpoints or shards: one server here.
         await self._query(f"CREATE DATABASE IF NOT EXISTS `{self.config.database}`")
         await self._query(create_table_sql(self.config, table, modern=self.modern_ddl, if_not_exists=True))
         self.log.warning("clickhouse_table_created", table=f"{self.config.database}.{table}")
@@ -438,9 +306,12 @@ class ClickHouse(Sink):
 
     async def send(self, batch: Batch) -> None:
         done = self._lineage.enter(batch.id)
-        groups: dict[str, list[tuple[bytes, dict]]] = {}
+        groups: dict[tuple[int, str], list[tuple[bytes, dict]]] = {}
         undecodable = []
-        for record in batch.records:
+        shard_by, shards = self._shard_by, len(self.pools)
+        for n, record in enumerate(batch.records, 1):
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a merged backlog batch must not stall the sources for seconds
             if id(record) in done:
                 continue
             try:
@@ -450,15 +321,16 @@ class ClickHouse(Sink):
             if not isinstance(event, dict):
                 undecodable.append(record)
                 continue
-            groups.setdefault(self._template.render(event), []).append((record, event))
+            shard = shard_of(event.get(shard_by), shards) if shard_by else 0
+            groups.setdefault((shard, self._template.render(event)), []).append((record, event))
         if not groups and not undecodable:
             return
-        await self._ensure_ready()
         retryable: SendError | None = None
         rejected: SendError | None = None
-        for table, items in groups.items():
+        for (shard, table), items in groups.items():
             try:
-                await self._insert_table(table, items, batch.id, done)
+                await self._ensure_ready(shard)
+                await self._insert_table(table, shard, items, batch.id, done)
             except SendError as e:
                 if e.retryable:
                     retryable = retryable or e
@@ -471,11 +343,16 @@ class ClickHouse(Sink):
         if undecodable:
             raise SendError(f"sending batch to clickhouse {self.name}: record is not a JSON object", retryable=False)
 
-    def _rows(self, schema: _TableSchema, items: list[tuple[bytes, dict]]) -> list[bytes]:
+    def backlog_limits(self, max_events: int, max_bytes: int) -> tuple[int, int]:
+        return max_events * self.config.catch_up_batches, max_bytes * self.config.catch_up_batches
+
+    async def _rows(self, schema: TableSchema, items: list[tuple[bytes, dict]]) -> list[bytes]:
         mapping = self._mapping
         dumps = orjson.dumps
         rows = []
-        for _, event in items:
+        for n, (_, event) in enumerate(items, 1):
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if mapping:
                 row = {column: event[field] for column, field in mapping if field in event}
             else:
@@ -485,14 +362,15 @@ class ClickHouse(Sink):
             rows.append(bytes(memoryview(dumps(schema.convert(row)))))
         return rows
 
-    async def _insert_table(self, table: str, items: list[tuple[bytes, dict]], batch_id: str, done: set[int]) -> None:
-        schema = await self._schema(table)
-        rows = self._rows(schema, items)
+    async def _insert_table(self, table: str, shard: int, items: list[tuple[bytes, dict]], batch_id: str,
+                            done: set[int]) -> None:
+        schema = await self._schema(table, shard)
+        rows = await self._rows(schema, items)
         records = [record for record, _ in items]
         last_rejection: SendError | None = None
         for _ in range(_MAX_ROW_EXCLUSIONS + 1):
             try:
-                await self._post_rows(table, rows, batch_id)
+                await self._post_rows(table, shard, rows, batch_id)
             except SendError as e:
                 if e.retryable:
                     raise
@@ -521,23 +399,35 @@ class ClickHouse(Sink):
         number = int(match.group(1))
         return number if 1 <= number <= count else None
 
-    async def _post_rows(self, table: str, rows: list[bytes], batch_id: str) -> None:
+    async def _post_rows(self, table: str, shard: int, rows: list[bytes], batch_id: str) -> None:
         body = b"\n".join(rows) + b"\n"
         settings: dict[str, str] = {}
         if not self._mapping:
             settings["input_format_skip_unknown_fields"] = "1"
         if "input_format_defaults_for_omitted_fields" in self._settings_known:
             settings["input_format_defaults_for_omitted_fields"] = "1"
+        settings.update(self._insert_settings)
         if self.supports_dedup_token:
             digest = hashlib.blake2b(body, digest_size=12).hexdigest()
             settings["insert_deduplication_token"] = f"{batch_id}:{table}:{digest}"
-        url = self._url(f"INSERT INTO `{self.config.database}`.`{table}` FORMAT JSONEachRow", settings)
-        await self._pace(table)
+        qualified = f"{self.config.database}.{table}"
+        query = "/?" + urlencode({"query": f"INSERT INTO `{self.config.database}`.`{table}` FORMAT JSONEachRow", **settings})
+        what = f"sending batch to clickhouse {self.name} table {qualified}"
+        # zlib lets go of the GIL: a large body is compressed off the event loop.
+        compressed = await asyncio.to_thread(self._http.compress, body) if len(body) > _COMPRESS_OFF_LOOP else \
+            self._http.compress(body)
+
+        async def attempt(endpoint: Endpoint) -> None:
+            try:
+                await self._http.post(endpoint.url + query, compressed, self.headers)
+            except SendError as e:
+                raise self._reclassify(e, what) from None
+
+        await self._pace((shard, table))
         try:
-            await self._http.post(url, self._http.compress(body), self.headers)
-        except SendError as e:
-            error = self._reclassify(e, f"sending batch to clickhouse {self.name} table {self.config.database}.{table}")
-            if error_code(e.response) in MISSING_TABLE:
+            await self.pools[shard].run(attempt, len(rows))
+        except SendError as error:
+            if error_code(error.response) in MISSING_TABLE:
                 self._schemas.pop(table, None)
                 if self.config.create_table:
                     await self._create(table)
@@ -547,25 +437,18 @@ class ClickHouse(Sink):
             elif not error.retryable:
                 self._schemas.pop(table, None)  # the table may have changed: read it again
             raise error from None
-        self._last_insert[table] = time.monotonic()
+        self._last_insert[(shard, table)] = time.monotonic()
         if table in self._missing_logged:
             self._missing_logged.discard(table)
-            self.log.info("clickhouse_table_found", table=f"{self.config.database}.{table}")
+            self.log.info("clickhouse_table_found", table=qualified)
 
-    async def _pace(self, table: str) -> None:
-        last = self._last_insert.get(table)
+    async def _pace(self, key: tuple[int, str]) -> None:
+        last = self._last_insert.get(key)
         if last is not None:
             wait = last + self._interval_s - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)  # parts, not throughput, are the scarce resource
 
     async def close(self) -> None:
-        await self._http.close()
+        await super().close()
         await self._plain.close()
-
-    async def check(self) -> str | None:
-        try:
-            await self._query("SELECT 1")
-        except SendError as e:
-            return str(e)
-        return None

@@ -18,15 +18,44 @@ What the modern form encodes, and why:
 The old form (for servers before 20.1, such as Debian's 18.16) drops what those servers
 reject: DateTime64, codecs, TTL, table-level dedup settings; LowCardinality is experimental
 there, so it uses plain String.
+
+With a cluster name the tables are ``ReplicatedMergeTree ... ON CLUSTER`` (replicas of a
+shard share a ZooKeeper path built from the ``{shard}``/``{replica}`` macros, and drop a
+retried block by default) plus one Distributed table over them. Knowing the server
+(``ServerInfo``: ``--server-version`` or a probe) the output is one statement set for it.
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from ..config import ClickHouseSink
 
-__all__ = ["TableDesign", "design", "create_table_sql", "schema_text", "STANDARD_FIELDS"]
+__all__ = ["TableDesign", "ServerInfo", "design", "create_table_sql", "schema_text", "server_info", "STANDARD_FIELDS"]
+
+# non_replicated_deduplication_window exists in every release with insert_deduplication_token
+# (22.x); from --server-version alone it is only assumed from here on (a probe asks the server).
+_DEDUP_WINDOW_FROM = (22, 3)
+_MODERN_FROM = (20, 1)
+
+
+class ServerInfo(NamedTuple):
+    version: tuple[int, ...]
+    dedup_window: bool  # MergeTree knows non_replicated_deduplication_window
+
+    @property
+    def modern(self) -> bool:
+        return self.version >= _MODERN_FROM
+
+
+def server_info(version: str) -> ServerInfo:
+    """``"18.16"`` / ``"24.3.1.1"`` -> what that release accepts. Raises ValueError."""
+    parts = re.findall(r"\d+", version)
+    if not re.fullmatch(r"\s*\d+(\.\d+)*\s*", version) or not parts:
+        raise ValueError(f"expected a ClickHouse version such as 18.16 or 24.3, got {version!r}")
+    numbers = tuple(int(p) for p in parts[:3])
+    return ServerInfo(numbers, numbers >= _DEDUP_WINDOW_FROM)
 
 # Event fields (spec, "A stored event") that a table without a `columns` mapping gets.
 STANDARD_FIELDS = (
@@ -103,7 +132,8 @@ def _order_by(table: TableDesign, modern: bool) -> list[str]:
     return keys or ["tuple()"]
 
 
-def create_table_sql(config: ClickHouseSink, table: str, *, modern: bool, if_not_exists: bool = False) -> str:
+def create_table_sql(config: ClickHouseSink, table: str, *, modern: bool, if_not_exists: bool = False,
+                     cluster: str | None = None, dedup_window: bool = True) -> str:
     d = design(config)
     lines = []
     for column, _field, modern_type, old_type in d.columns:
@@ -123,8 +153,13 @@ def create_table_sql(config: ClickHouseSink, table: str, *, modern: bool, if_not
     default_days = retention.pop("default", 30)
     longest = max([default_days, *retention.values()])
     time_col = f"`{d.time_column}`" if d.time_column else None
-    parts = [f"CREATE TABLE {'IF NOT EXISTS ' if if_not_exists else ''}`{config.database}`.`{table}`", "(", ",\n".join(lines), ")"]
-    parts.append("ENGINE = MergeTree")
+    on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
+    parts = [f"CREATE TABLE {'IF NOT EXISTS ' if if_not_exists else ''}`{config.database}`.`{table}`{on_cluster}",
+             "(", ",\n".join(lines), ")"]
+    if cluster:
+        parts.append(f"ENGINE = ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{config.database}/{table}', '{{replica}}')")
+    else:
+        parts.append("ENGINE = MergeTree")
     if time_col:
         if modern and longest <= 90:
             parts.append(f"PARTITION BY toYYYYMMDD({time_col})")
@@ -138,11 +173,29 @@ def create_table_sql(config: ClickHouseSink, table: str, *, modern: bool, if_not
             parts.append(f"TTL addDays(toDateTime({time_col}), multiIf({cases}, {default_days}))")
         else:
             parts.append(f"TTL toDateTime({time_col}) + INTERVAL {default_days} DAY")
-    if modern:
+    if modern and dedup_window and not cluster:  # replicated tables keep a dedup window by default
         parts.append("SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000")
     else:
         parts.append("SETTINGS index_granularity = 8192")
     return "\n".join(parts)
+
+
+def cluster_tables(config: ClickHouseSink, table: str) -> tuple[str, str]:
+    """(local, distributed) names: with ``shards`` the sink inserts into each shard's local
+    ``table`` and queries go to ``table_all``; without, it inserts into the Distributed
+    ``table`` over ``table_local``."""
+    return (table, f"{table}_all") if config.shards else (f"{table}_local", table)
+
+
+def distributed_sql(config: ClickHouseSink, table: str, cluster: str) -> str:
+    local, distributed = cluster_tables(config, table)
+    key = "rand()"
+    if config.shard_by:
+        column = next((c for c, f, _, _ in design(config).columns if f == config.shard_by), None)
+        if column is not None:
+            key = f"halfMD5(`{column}`)"  # the sink's shard_of(): same shard for the same value
+    return (f"CREATE TABLE `{config.database}`.`{distributed}` ON CLUSTER `{cluster}` AS `{config.database}`.`{local}`\n"
+            f"ENGINE = Distributed(`{cluster}`, `{config.database}`, `{local}`, {key})")
 
 
 def _quote(text: str) -> str:
@@ -155,22 +208,35 @@ def tables_to_show(config: ClickHouseSink) -> list[str]:
     return [config.table]
 
 
-def schema_text(sinks: dict[str, ClickHouseSink]) -> str:
-    """What ``logpipe clickhouse-schema`` prints: both forms for every configured table."""
+def schema_text(sinks: dict[str, ClickHouseSink], *, cluster: str | None = None, server: ServerInfo | None = None) -> str:
+    """What ``logpipe clickhouse-schema`` prints: for every configured table, both forms
+    (for review), or with ``server`` the one form that server accepts (to pipe into it)."""
     out = []
+    forms = [(server.modern, None)] if server else [
+        (True, "-- ClickHouse 20.1 and later:"),
+        (False, "-- older servers (no DateTime64, codecs, TTL; LowCardinality is experimental there):"),
+    ]
+    on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
     for name, config in sinks.items():
         for table in tables_to_show(config):
-            out.append(f"-- sink {name}: table {config.database}.{table}")
+            local, distributed = cluster_tables(config, table) if cluster else (table, None)
+            out.append(f"-- sink {name}: table {config.database}.{local}"
+                       + (f", Distributed {config.database}.{distributed} on cluster {cluster}" if cluster else ""))
+            if server:
+                out.append(f"-- for ClickHouse {'.'.join(map(str, server.version))}")
             if "{" in config.table:
                 out.append(
                     f"-- table is the template {config.table!r}: every table it names gets this structure, e.g.\n"
                     f"--   CREATE TABLE `{config.database}`.`{config.table.split('{')[0]}api` AS `{config.database}`.`{table}`;\n"
                     "-- (with create_table = true the sink creates them itself)"
                 )
-            out.append(f"CREATE DATABASE IF NOT EXISTS `{config.database}`;")
-            out.append("-- ClickHouse 20.1 and later:")
-            out.append(create_table_sql(config, table, modern=True) + ";")
-            out.append("-- older servers (no DateTime64, codecs, TTL; LowCardinality is experimental there):")
-            out.append(create_table_sql(config, table, modern=False) + ";")
+            out.append(f"CREATE DATABASE IF NOT EXISTS `{config.database}`{on_cluster};")
+            for modern, heading in forms:
+                if heading:
+                    out.append(heading)
+                dedup_window = server.dedup_window if server else True
+                out.append(create_table_sql(config, local, modern=modern, cluster=cluster, dedup_window=dedup_window) + ";")
+                if cluster:
+                    out.append(distributed_sql(config, table, cluster) + ";")
             out.append("")
     return "\n".join(out)

@@ -30,8 +30,8 @@ import orjson
 
 from ..buffer.base import Batch
 from ..config import ElasticsearchSink as ElasticsearchSinkConfig
-from .base import PartialSendError, SendError, Sink
-from .http import RETRYABLE_STATUS, HttpPoster
+from .base import PartialSendError, SendError
+from .http import RETRYABLE_STATUS, HttpSink
 
 __all__ = ["Elasticsearch", "IndexTemplate"]
 
@@ -89,14 +89,12 @@ class IndexTemplate:
         return "".join(out)
 
 
-class Elasticsearch(Sink):
+class Elasticsearch(HttpSink):
     kind = "elasticsearch"
 
     def __init__(self, name: str, config: ElasticsearchSinkConfig) -> None:
-        super().__init__(name)
-        base = config.url.rstrip("/")
-        self.url = f"{base}/_bulk" + (f"?{urlencode(config.query)}" if config.query else "")
-        self.base_url = base
+        super().__init__(name, config, gzip=config.compression == "gzip")
+        self.path = "/_bulk" + (f"?{urlencode(config.query)}" if config.query else "")
         self.index = IndexTemplate(config.index, config.index_missing_value)
         self.action = config.action
         self.timestamp_key = orjson.dumps(config.timestamp_field) if config.timestamp_field else None
@@ -106,7 +104,6 @@ class Elasticsearch(Sink):
         elif config.user is not None:
             token = base64.b64encode(f"{config.user}:{config.password}".encode()).decode()
             self.headers["Authorization"] = f"Basic {token}"
-        self._http = HttpPoster(f"elasticsearch {name}", config.request_timeout_s, 1 if config.compression == "gzip" else None)
         self._actions: dict[str, bytes] = {}
 
     def _action_line(self, index: str) -> bytes:
@@ -137,7 +134,7 @@ class Elasticsearch(Sink):
 
     async def send(self, batch: Batch) -> None:
         body = self.body(batch.records)
-        _status, text = await self._http.post(self.url, self._http.compress(body), self.headers)
+        _status, text = await self.post(self.path, self._http.compress(body), self.headers, len(batch))
         self._check_items(batch.records, text)
 
     def _check_items(self, records: list[bytes], text: str) -> None:
@@ -181,14 +178,5 @@ class Elasticsearch(Sink):
                 retryable_records=retry,
             )
 
-    async def close(self) -> None:
-        await self._http.close()
-
-    async def check(self) -> str | None:
-        try:
-            async with self._http.session().get(self.base_url, headers=self.headers) as resp:
-                if resp.status >= 500 or resp.status in (401, 403):
-                    return f"{self.base_url} answered HTTP {resp.status}"
-        except Exception as e:  # any failure is the answer to "is it reachable"
-            return f"{self.base_url} unreachable: {type(e).__name__}: {e}"
-        return None
+    def probe_headers(self) -> dict[str, str]:
+        return self.headers

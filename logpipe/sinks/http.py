@@ -1,4 +1,6 @@
-"""The one POST every HTTP sink makes, with the failure classification they share.
+"""The one POST every HTTP sink makes, with the failure classification they share, and
+``HttpSink``: the base of every HTTP sink, which sends through its endpoint pools
+(``url`` or ``endpoints``; see endpoints.py).
 
 Retryable: connection errors, timeouts, 408, 429 and 5xx. Anything else non-2xx is the
 destination refusing the data, which retrying will not change. Sinks with a finer view
@@ -15,9 +17,10 @@ from typing import Any
 import aiohttp
 import aiohttp.payload
 
-from .base import SendError
+from .base import SendError, Sink
+from .endpoints import EndpointPool, endpoint_fault
 
-__all__ = ["HttpPoster", "RETRYABLE_STATUS"]
+__all__ = ["HttpPoster", "HttpSink", "RETRYABLE_STATUS"]
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RESPONSE_TEXT = 2048
@@ -58,7 +61,10 @@ class HttpPoster:
                 text = await resp.text(errors="replace")
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise SendError(f"sending batch to {self._what}: {type(e).__name__}: {e}", retryable=True) from None
+            # Failing to connect sent nothing; anything later may have reached the server.
+            unsent = isinstance(e, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+            raise SendError(f"sending batch to {self._what}: {type(e).__name__}: {e}", retryable=True,
+                            maybe_stored=not unsent) from None
         if 200 <= status < 300:
             return status, text
         text = text[:_MAX_RESPONSE_TEXT]
@@ -73,6 +79,61 @@ class HttpPoster:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class HttpSink(Sink):
+    """A sink that POSTs to one endpoint or several of the same store (``config.url`` /
+    ``config.endpoints``; ClickHouse passes its shards as ``groups``, one pool each).
+    ``health_path`` is the cheap GET that probes an endpoint (and ``check()`` uses)."""
+
+    health_path = "/"
+    _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+    def __init__(self, name: str, config: Any, *, gzip: bool, groups: list[list[str]] | None = None) -> None:
+        super().__init__(name)
+        self._http = HttpPoster(f"{self.kind} {name}", config.request_timeout_s, 1 if gzip else None)
+        sharded = groups is not None and len(groups) > 1
+        self.pools = [
+            EndpointPool(name, urls, probe=self.probe_endpoint, backoff_initial_s=config.retry_initial_ms / 1000,
+                         backoff_max_s=config.retry_max_ms / 1000, shard=i if sharded else None,
+                         is_fault=self.is_endpoint_fault)
+            for i, urls in enumerate(groups or [config.endpoint_urls()])
+        ]
+
+    def is_endpoint_fault(self, error: SendError) -> bool:
+        return endpoint_fault(error)
+
+    def probe_headers(self) -> dict[str, str]:
+        return {}
+
+    async def post(self, path: str, body: bytes | aiohttp.payload.Payload, headers: dict[str, str], events: int,
+                   pool: int = 0) -> tuple[int, str]:
+        """POST ``body`` to ``path`` of one endpoint of ``pool`` (failing over); (status, text)."""
+        return await self.pools[pool].run(lambda endpoint: self._http.post(endpoint.url + path, body, headers), events)
+
+    async def probe_endpoint(self, base_url: str) -> str | None:
+        url = base_url + self.health_path
+        try:
+            async with self._http.session().get(url, headers=self.probe_headers(), timeout=self._PROBE_TIMEOUT) as resp:
+                if resp.status >= 500 or resp.status in (401, 403):
+                    return f"{url} answered HTTP {resp.status}"
+        except Exception as e:  # any failure is the answer to "is it reachable"
+            return f"{url} unreachable: {type(e).__name__}: {e}"
+        return None
+
+    def endpoint_pools(self) -> list[EndpointPool]:
+        return self.pools
+
+    async def check(self) -> str | None:
+        urls = [endpoint.url for pool in self.pools for endpoint in pool.endpoints]
+        problems = await asyncio.gather(*(self.probe_endpoint(url) for url in urls))
+        found = [p for p in problems if p]
+        return "; ".join(found) if found else None
+
+    async def close(self) -> None:
+        for pool in self.pools:
+            await pool.close()
+        await self._http.close()
 
 
 class _Pieces(aiohttp.payload.Payload):

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from logpipe.sinks.clickhouse import _TableSchema
+from logpipe.sinks.clickhouse_values import TableSchema
 from logpipe.sinks.clickhouse_ddl import create_table_sql
 from tests.clickhouse_helpers import event, sink_config
 
@@ -40,7 +40,7 @@ def test_modern_ddl_is_accepted_and_stores_converted_rows(chdb, columns):
     chdb.query("CREATE DATABASE IF NOT EXISTS logs")
     chdb.query(create_table_sql(config, "app", modern=True, if_not_exists=True))
     types = {r["name"]: r["type"] for r in map(orjson.loads, chdb.query("DESCRIBE TABLE logs.app", "JSONEachRow").bytes().splitlines())}
-    schema = _TableSchema(types, {})
+    schema = TableSchema(types, {})
     mapping = list(config.columns.items())
     body = b""
     today = time.strftime("%Y-%m-%d", time.gmtime())

@@ -162,7 +162,8 @@ def test_create_table_makes_the_recommended_old_server_table(clickhouse, tmp_pat
 def test_inserts_into_one_table_are_spaced_by_the_minimum_interval(clickhouse, tmp_path):
     clickhouse.query("CREATE DATABASE logs")
     clickhouse.query(HTTP_TABLE.format(name="app"))
-    config = sink_config(clickhouse.url, table='"app"', columns=COLUMNS, min_insert_interval_ms="300")
+    # catch_up_batches = 1: these 30 events are a backlog the merge would send as one insert
+    config = sink_config(clickhouse.url, table='"app"', columns=COLUMNS, min_insert_interval_ms="300", catch_up_batches="1")
 
     async def scenario():
         d = Delivery(config, str(tmp_path), max_events=10)

@@ -21,9 +21,13 @@ class FakeClickHouse:
     """Answers version/settings/DESCRIBE; records INSERTs; ``fail[table]`` is a list of
     (status, text) answers used (and consumed) before inserts into it succeed."""
 
-    def __init__(self, version: str = "24.3.1.1", types: dict[str, str] = TYPES) -> None:
+    def __init__(self, version: str = "24.3.1.1", types: dict[str, str] = TYPES, settings: tuple[str, ...] | None = None) -> None:
         self.version = version
         self.types = types
+        modern = not version.startswith("18.")
+        # Settings the server knows (answers to the system.settings query).
+        self.settings = settings if settings is not None else (
+            ("insert_deduplication_token", "input_format_defaults_for_omitted_fields") if modern else ())
         self.inserts: list[dict] = []
         self.fail: dict[str, list[tuple[int, str]]] = {}
         self.bad_messages: set[str] = set()  # rows with these `msg` are refused, naming the row
@@ -35,8 +39,7 @@ class FakeClickHouse:
         if query.startswith("SELECT version()"):
             return web.Response(text=self.version + "\n")
         if query.startswith("SELECT name FROM system.settings"):
-            modern = not self.version.startswith("18.")
-            return web.Response(text="insert_deduplication_token\ninput_format_defaults_for_omitted_fields\n" if modern else "")
+            return web.Response(text="".join(f"{name}\n" for name in self.settings if f"'{name}'" in query))
         if query.startswith("DESCRIBE"):
             return web.Response(text="".join(orjson.dumps({"name": n, "type": t}).decode() + "\n" for n, t in self.types.items()))
         if query.startswith("INSERT INTO"):
