@@ -113,6 +113,18 @@ def test_example_configs_run(name, tmp_path, monkeypatch, request):
 
     raw = msgspec.to_builtins(load(str(ROOT / "config" / name)))
     nats_url: list[str] = []
+    made: list[str] = []
+
+    def certificate() -> list[str]:
+        """A self-signed certificate and key, made once, for every TLS file the config names."""
+        if not made:
+            import subprocess
+
+            cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                            "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+            made.extend([cert, key])
+        return made
 
     def local(value, key=""):
         if isinstance(value, dict):
@@ -123,6 +135,8 @@ def test_example_configs_run(name, tmp_path, monkeypatch, request):
                     nats_url.append(request.getfixturevalue("nats_server").url)
                 return list(nats_url)
             return [local(v, key) for v in value]
+        if isinstance(value, str) and key in ("cert", "client_ca", "tls_ca", "tls_cert", "key", "tls_key"):
+            return certificate()[1 if key in ("key", "tls_key") else 0]
         if isinstance(value, str) and key.endswith("_file"):
             path = tmp_path / f"{key}.txt"
             path.write_text("example-secret\n")
