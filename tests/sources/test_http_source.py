@@ -340,14 +340,15 @@ def test_reload_refuses_a_tls_change(tmp_path):
 
 
 def test_a_certificate_that_cannot_be_loaded_stops_the_start_naming_the_key(tmp_path):
-    from logpipe.sources.base import BindError
+    from logpipe.daemon.preflight import StartError
 
     config = loads(aggregator(str(tmp_path), source=f'tls = {{ cert = "{tmp_path}/none.pem", key = "{tmp_path}/none.key" }}'))
 
     async def main():
         daemon = Daemon(config)
         try:
-            with pytest.raises(BindError, match=r"^sources\.agents\.tls: cannot load .*none\.pem"):
+            # the start's preflight names each key and path before anything binds
+            with pytest.raises(StartError, match=r"^sources\.agents\.tls\.cert: cannot read .*none\.pem"):
                 await daemon.start()
         finally:
             await daemon.shutdown()
