@@ -21,7 +21,7 @@ import orjson
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from logpipe.buffer.base import Batch  # noqa: E402
+from logpipe.batch import Batch  # noqa: E402
 from logpipe.config import loads  # noqa: E402
 from logpipe.sinks.clickhouse import ClickHouse  # noqa: E402
 from tests.clickhouse_server import BINARY, ClickHouseServer  # noqa: E402

@@ -31,7 +31,8 @@ from typing import Any
 import orjson
 import structlog
 
-from .buffer.base import Batch, Buffer
+from .batch import Batch
+from .buffer.base import Buffer
 from .config import Batch as BatchConfig
 from .metrics import Metrics
 from .sinks.base import PartialSendError, SendError, Sink

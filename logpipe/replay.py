@@ -55,7 +55,7 @@ from dataclasses import field as dc_field
 import msgspec
 import structlog
 
-from .buffer.base import Batch
+from .batch import Batch
 from .buffer.memory import MemoryBuffer
 from .config import Config
 from .daemon.assemble import assemble, syslog_settings

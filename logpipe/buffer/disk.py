@@ -83,7 +83,8 @@ import structlog
 from ..config import Buffer as BufferConfig
 from ..metrics import Metrics
 from . import record
-from .base import Batch, Buffer, split_ndjson
+from ..batch import Batch, split_ndjson
+from .base import Buffer
 
 __all__ = ["DiskBuffer"]
 

@@ -21,7 +21,8 @@ import collections
 import itertools
 import time
 
-from .base import LOW_WATERMARK, Batch, Buffer
+from ..batch import Batch
+from .base import LOW_WATERMARK, Buffer
 
 __all__ = ["MemoryBuffer"]
 

@@ -26,7 +26,7 @@ that for every sink alike.
 
 from __future__ import annotations
 
-from ..buffer.base import Batch
+from ..batch import Batch
 
 __all__ = ["SendError", "PartialSendError", "Sink", "Batch"]
 

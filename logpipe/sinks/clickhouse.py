@@ -50,7 +50,7 @@ import orjson
 import structlog
 from cachetools import LRUCache
 
-from ..buffer.base import Batch
+from ..batch import Batch
 from ..config import ClickHouseSink, read_secret
 from ..config.sinks import CLICKHOUSE_PINNED_SETTINGS, clickhouse_setting
 from .base import SendError

@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from ..buffer.base import Batch
+from ..batch import Batch
 from ..config import ElasticsearchSink as ElasticsearchSinkConfig
 from .base import PartialSendError, SendError
 from .http import RETRYABLE_STATUS, HttpSink

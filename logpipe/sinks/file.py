@@ -29,7 +29,7 @@ import threading
 
 import structlog
 
-from ..buffer.base import Batch
+from ..batch import Batch
 from ..config import FileSink
 from .base import SendError, Sink
 

@@ -24,7 +24,7 @@ import ssl
 
 import structlog
 
-from ..buffer.base import Batch
+from ..batch import Batch
 from ..config import LogpipeSink, read_secret
 from .base import SendError, Sink
 from .http import HttpPoster

@@ -48,7 +48,7 @@ import time
 
 import orjson
 
-from ..buffer.base import Batch
+from ..batch import Batch
 from ..config import SyslogSink as SyslogSinkConfig, parse_address
 from .base import SendError, Sink
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from ..buffer.base import Batch
+from ..batch import Batch
 from ..config import VictoriaLogsSink
 from .http import HttpSink
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from logpipe.buffer.base import Batch
+from logpipe.batch import Batch
 from logpipe.config import loads
 from logpipe.sinks.base import SendError
 from logpipe.sinks.clickhouse import ClickHouse, shard_of

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from logpipe.buffer.base import Batch
+from logpipe.batch import Batch
 from logpipe.sinks.base import SendError
 from logpipe.sinks.clickhouse import ClickHouse, classify, converter, parse_timestamp
 from tests.clickhouse_helpers import Delivery, event, sink_config

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from logpipe.buffer.base import Batch
+from logpipe.batch import Batch
 from logpipe.buffer.memory import MemoryBuffer
 from logpipe.config import Batch as BatchConfig, ElasticsearchSink
 from logpipe.deliver import DeadLetters, Deliverer

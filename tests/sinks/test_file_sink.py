@@ -12,7 +12,7 @@ import subprocess
 import orjson
 import pytest
 
-from logpipe.buffer.base import Batch
+from logpipe.batch import Batch
 from logpipe.buffer.memory import MemoryBuffer
 from logpipe.config import Batch as BatchConfig, FileSink
 from logpipe.deliver import DeadLetters, Deliverer

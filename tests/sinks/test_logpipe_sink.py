@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from logpipe.buffer.base import Batch
+from logpipe.batch import Batch
 from logpipe.config import loads
 from logpipe.daemon.app import Daemon
 from logpipe.sinks.base import SendError

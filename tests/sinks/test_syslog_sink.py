@@ -11,7 +11,7 @@ import tempfile
 import orjson
 import pytest
 
-from logpipe.buffer.base import Batch
+from logpipe.batch import Batch
 from logpipe.buffer.memory import MemoryBuffer
 from logpipe.config import Batch as BatchConfig, SyslogSink
 from logpipe.deliver import DeadLetters, Deliverer

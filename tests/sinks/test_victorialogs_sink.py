@@ -4,7 +4,7 @@ test_e2e_victorialogs.py)."""
 import pytest
 from aiohttp import web
 
-from logpipe.buffer.base import Batch
+from logpipe.batch import Batch
 from logpipe.config import VictoriaLogsSink
 from logpipe.sinks.base import SendError
 from logpipe.sinks.victorialogs import VictoriaLogs
