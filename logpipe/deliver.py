@@ -15,6 +15,11 @@ Rules:
 - Each sink's loop is its own task: a slow or dead sink never stalls another's delivery.
 - While the buffer holds more than two batches, a batch may be as large as the sink's
   ``backlog_limits`` allow (ClickHouse merges a backlog into fewer, larger inserts).
+- While a sink is failing, a backoff of more than a second probes it about once a second
+  (``Sink.probe()``: one cheap, bounded request). A probe that succeeds after one that failed
+  means the sink came back: the batch is retried at once, not when the backoff runs out. The
+  backoff itself keeps growing with every failed send, and a sink that answers probes but
+  fails sends gets no early retries: only the down -> up change of the probe ends a wait.
 - ``concurrency`` > 1 runs that many send loops for one sink. Batches are taken from the
   buffer one at a time (a lock: buffers take batches serially), sent and acknowledged
   concurrently; both buffers accept acknowledgements in any order.
@@ -68,6 +73,10 @@ class DeadLetters:
 
 # While a sink keeps failing, one summary line this often (attempts, buffered events, error).
 FAILING_SUMMARY_S = 60.0
+# While a sink is failing: how often it is probed (at most, over all its send loops), and
+# how long one probe may take before it counts as "not answering".
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 2.0
 
 
 class Deliverer:
@@ -107,7 +116,17 @@ class Deliverer:
         self._batch_events = metrics.histogram(
             "logpipe_batch_events", "Events per batch sent", ("sink",), buckets=(1, 10, 100, 1000, 10000, 100000)
         ).labels(name)
+        probes = metrics.counter("logpipe_sink_probes_total", "Probes of a failing sink, by whether it answered",
+                                 ("sink", "answered"))
+        self._probes_answered, self._probes_unanswered = probes.labels(name, "true"), probes.labels(name, "false")
+        self._came_back = metrics.counter(
+            "logpipe_sink_came_back_total", "Failing sink found answering a probe again (retried at once)", ("sink",)
+        ).labels(name)
         self.failing_since: float | None = None  # monotonic time of the first failure in a row
+        self._probe_failed = False  # a probe of this failing streak found the sink not answering
+        self._probing = False
+        self._probed_at = float("-inf")
+        self.came_back_at: float | None = None  # monotonic time a probe last found the failing sink back
         self._summarized_at = 0.0
         self._attempts = 0
         self.last_error: str | None = None
@@ -232,9 +251,15 @@ class Deliverer:
             self._batch_events.observe(len(current))
             self.log.debug("batch_sent", events=len(current), bytes=current.nbytes, batch=current.id)
             if self.failing_since is not None:
-                self.log.info("sink_recovered", failed_for_s=round(time.monotonic() - self.failing_since, 1),
-                              buffered_events=self.buffer.events)
+                now = time.monotonic()
+                back = self.came_back_at
+                if back is not None and back < self.failing_since:
+                    back = None  # it came back in an earlier streak
+                self.log.info("sink_recovered", failed_for_s=round(now - self.failing_since, 1),
+                              buffered_events=self.buffer.events,
+                              after_probe_s=None if back is None else round(now - back, 2))
                 self.failing_since = None
+                self._probe_failed = False
                 self.last_error = None
                 self.buffer.set_sink_failing(False)
         return True
@@ -277,10 +302,63 @@ class Deliverer:
                 self.log.warning("sink_close_failed", stage="reloading", error=str(e))
 
     async def _wait(self, seconds: float) -> bool:
-        """Sleep for a backoff; True if aborted meanwhile. A replaced sink ends it early."""
+        """Sleep for a backoff; True if aborted meanwhile. A replaced sink ends it early, and
+        so does a probe finding the sink back."""
         self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
+        started = time.monotonic()
+        deadline = started + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(self._wake.wait(), min(remaining, PROBE_INTERVAL_S))
+                break
+            except TimeoutError:
+                pass
+            if deadline - time.monotonic() > 0 and await self._came_back_since(started):
+                break
         return self._stopping.is_set()
+
+    async def _came_back_since(self, started: float) -> bool:
+        """Probe the sink unless one of its send loops did within the interval; True if a
+        probe since ``started`` found it answering after a probe that found it down."""
+        if self.came_back_at is not None and self.came_back_at > started:
+            return True
+        if self._probing or time.monotonic() - self._probed_at < PROBE_INTERVAL_S * 0.9:
+            return False
+        self._probing = True
+        try:
+            answers = await self._probe()
+        finally:
+            self._probing = False
+            self._probed_at = time.monotonic()
+        if answers is None:
+            return False
+        (self._probes_answered if answers else self._probes_unanswered).inc()
+        if not answers:
+            self._probe_failed = True
+            return False
+        if not self._probe_failed:
+            return False  # it answers probes and fails sends: the backoff paces the retries
+        self._probe_failed = False
+        self.came_back_at = time.monotonic()
+        self._came_back.inc()
+        self.log.info("sink_answering", stage="sending", retrying=True,
+                      failing_for_s=round(self.came_back_at - (self.failing_since or self.came_back_at), 1))
+        return True
+
+    async def _probe(self) -> bool | None:
+        """One probe, bounded by PROBE_TIMEOUT_S and cut short by abort() or a new sink."""
+        probe = asyncio.ensure_future(self.sink.probe())
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((probe, woken), timeout=PROBE_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+            return None if self._wake.is_set() else False  # woken: no answer either way
+        try:
+            return probe.result()
+        except Exception as e:  # a bug in a probe must not stop delivery: the backoff goes on
+            self.log.debug("sink_probe_failed", error=f"{type(e).__name__}: {e}")
+            return None

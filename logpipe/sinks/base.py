@@ -20,6 +20,12 @@ that for every sink alike.
   ``logpipe validate`` (returns an error text or None).
 - A sink with several endpoints (``endpoints``, ClickHouse ``shards``) lists their pools in
   ``endpoint_pools()``, for metrics, /api/stats and ``logpipe top``.
+- ``probe()`` asks cheaply whether the destination answers at all (one bounded request, a
+  connect, a look at a connection's state): True if it does, False if not, None when the sink
+  has no cheap way to tell (the default). While a sink is failing the deliverer probes it
+  about once a second and retries at once when a probe that failed starts succeeding, instead
+  of waiting out its backoff (deliver.py). A probe is not a send: a sink that answers probes
+  but fails sends is still retried only at the backoff's pace.
 - ``backlog_limits`` lets a sink take a bigger batch while the buffer holds a backlog (the
   ClickHouse part guard: one insert per table per interval, so it needs more per insert).
 """
@@ -79,6 +85,10 @@ class Sink:
         pass
 
     async def check(self) -> str | None:
+        return None
+
+    async def probe(self) -> bool | None:
+        """Does the destination answer? None: no cheap way to tell (keep to the backoff)."""
         return None
 
     def endpoint_pools(self) -> list:

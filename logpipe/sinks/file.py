@@ -162,3 +162,14 @@ class File(Sink):
         if not os.access(probe, os.W_OK):
             return f"{probe} is not writable"
         return None
+
+    async def probe(self) -> bool:
+        """The file's directory, or the nearest of its parents that exists (the sink creates
+        the rest), is a writable directory. A full disk passes: its sends keep the backoff."""
+        return await asyncio.to_thread(self._directory_writable)
+
+    def _directory_writable(self) -> bool:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        while not os.path.lexists(directory):
+            directory = os.path.dirname(directory)
+        return os.path.isdir(directory) and os.access(directory, os.W_OK)

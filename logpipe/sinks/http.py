@@ -121,6 +121,14 @@ class HttpSink(Sink):
             return f"{url} unreachable: {type(e).__name__}: {e}"
         return None
 
+    async def probe(self) -> bool:
+        """True when every pool (every shard) has an endpoint that answers its health GET."""
+        for pool in self.pools:
+            answers = await asyncio.gather(*(self.probe_endpoint(endpoint.url) for endpoint in pool.endpoints))
+            if all(problem is not None for problem in answers):
+                return False
+        return True
+
     def endpoint_pools(self) -> list[EndpointPool]:
         return self.pools
 

@@ -228,6 +228,13 @@ class Nats(Sink):
         if client is not None:
             await close(client)
 
+    async def probe(self) -> bool | None:
+        """The client's connection state (it reconnects by itself); no client yet: send() connects."""
+        client = self._client
+        if client is None or client.is_closed:
+            return None
+        return bool(client.is_connected)
+
     async def check(self) -> str | None:
         try:
             client = await connect(self.config, f"sinks.{self.name}")

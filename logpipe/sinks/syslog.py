@@ -333,6 +333,18 @@ class Syslog(Sink):
             self._udp.close()
             self._udp = None
 
+    async def probe(self) -> bool | None:
+        """TCP/TLS: a connection (kept for the next send); UDP cannot tell."""
+        if self.protocol == "udp":
+            return None
+        if self._connection_usable():
+            return True
+        try:
+            await self._connect()
+        except SendError:
+            return False
+        return True
+
     async def check(self) -> str | None:
         if self.protocol == "udp":
             return None
