@@ -10,6 +10,7 @@ and every wait is on a condition.
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import os
@@ -22,7 +23,10 @@ from collections import Counter
 
 import pytest
 
-from ..helpers import DaemonProcess, VictoriaLogsServer, victorialogs_bin, wait_until
+from logpipe.config import loads
+from logpipe.sinks import build
+
+from ..helpers import DaemonProcess, VictoriaLogsServer, free_port, run_async, victorialogs_bin, wait_until
 
 TIMEOUT = 60.0
 # Time from the sink answering again to the first delivered event: ~1 s expected (one probe
@@ -117,7 +121,7 @@ class FlakyStore:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -180,6 +184,46 @@ def test_sink_answering_probes_but_failing_sends_keeps_the_backoff(tmp_path, sto
     assert_each_once(store.messages, 100)
 
 
+def sink(text: str, data_dir: str):
+    return build("out", loads("[sinks.out]\n" + text).sinks["out"], data_dir)
+
+
+def test_sink_probes_say_whether_the_destination_answers(tmp_path, store):
+    refused = f"http://127.0.0.1:{free_port()}"
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a directory")
+
+    async def scenario():
+        answers = {}
+        store.down = False
+        for label, text in {
+            "http one endpoint answers": f'type = "victorialogs"\nendpoints = ["{refused}", "{store.url}"]',
+            "http none answers": f'type = "victorialogs"\nurl = "{refused}"',
+            "file writable": 'type = "file"\npath = "a/b/delivered"',
+            "file under a regular file": f'type = "file"\npath = "{blocked}/x/delivered"',
+            "syslog tcp refused": f'type = "syslog"\naddress = "127.0.0.1:{free_port()}"\nprotocol = "tcp"',
+            "syslog udp": 'type = "syslog"\naddress = "127.0.0.1:9"\nprotocol = "udp"',
+        }.items():
+            s = sink(text, str(tmp_path))
+            try:
+                answers[label] = await s.probe()
+            finally:
+                await s.close()
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        s = sink(f'type = "syslog"\naddress = "127.0.0.1:{port}"\nprotocol = "tcp"', str(tmp_path))
+        answers["syslog tcp listening"] = await s.probe()
+        await s.close()
+        server.close()
+        return answers
+
+    assert run_async(scenario) == {
+        "http one endpoint answers": True, "http none answers": False, "file writable": True,
+        "file under a regular file": False, "syslog tcp refused": False, "syslog udp": None,
+        "syslog tcp listening": True,
+    }
+
+
 def file_lines(path: str) -> list[str]:
     with open(path, "rb") as f:
         return [json.loads(line)["_msg"] for line in f if line.strip()]
@@ -200,7 +244,7 @@ def test_file_sink_resumes_when_its_directory_can_be_made_again(tmp_path):
         back_at = time.monotonic()
         wait_until(lambda: sent(daemon) >= total, TIMEOUT, "the backlog to be written")
         resumed_after = time.monotonic() - back_at
-        assert resumed_after < RESUME_BOUND_S, f"writing resumed {resumed_after:.1f} s after the directory could be made"
+        assert resumed_after < RESUME_BOUND_S, f"writing resumed {resumed_after:.1f} s after the fix"
         assert errors <= 2  # probes, not retried writes, while the directory could not be made
     finally:
         assert daemon.stop() == 0
