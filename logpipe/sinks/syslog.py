@@ -343,6 +343,9 @@ class Syslog(Sink):
             await self._connect()
         except SendError:
             return False
+        except asyncio.CancelledError:  # cut off (probe timeout): a TLS verdict may not have come
+            await self._drop_connection()
+            raise
         return True
 
     async def check(self) -> str | None:
