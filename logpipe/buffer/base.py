@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from ..batch import Batch
+from ..batch import Batch, split_ndjson
 
 __all__ = ["Buffer", "LOW_WATERMARK"]
 

@@ -1,0 +1,168 @@
+"""Disk buffer recovery at start and the ledger (rules: disk.py's docstring, "Recovery").
+
+The buffer always starts: a damaged ledger is rebuilt from the segments, damaged records
+are skipped and counted, a torn tail is cut back."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import orjson
+
+from . import record
+from .segment import LEDGER, SEGMENT_RE, Position, Segment, remove_file
+from .state import DiskState
+
+__all__ = ["Recovery"]
+
+
+class Recovery(DiskState):
+    def _recover(self) -> None:
+        ids = []
+        for entry in os.listdir(self.directory):
+            match = SEGMENT_RE.match(entry)
+            if match:
+                ids.append(int(match.group(1)))
+            elif entry.endswith(".tmp"):
+                remove_file(os.path.join(self.directory, entry))
+        ids.sort()
+        self._last_id = ids[-1] if ids else 0
+        ack = self._read_ledger()
+        rebuilt = ack is None
+        if ack is None:
+            ack = (ids[0], 0, 0) if ids else (0, 0, 0)
+        # A ledger may point at a segment deleted after it was written: start at the next.
+        if ids and not any(i == ack[0] for i in ids):
+            later = [i for i in ids if i > ack[0]]
+            ack = (later[0], 0, 0) if later else (ack[0], 0, 0)
+        corrupt_records = 0
+        corrupt_events = 0
+        for seg_id in ids:
+            seg = Segment(seg_id, self._segment_path(seg_id))
+            if seg_id < ack[0]:
+                remove_file(seg.path)  # acknowledged already; its deletion was interrupted
+                continue
+            start, skip = (ack[1], ack[2]) if seg_id == ack[0] else (0, 0)
+            records, events = self._scan(seg, start, skip)
+            corrupt_records += records
+            corrupt_events += events
+            if seg.undecoded_events == 0:
+                remove_file(seg.path)
+                continue
+            self._segments.append(seg)
+            self._by_id[seg_id] = seg
+            if len(self._segments) == 1:
+                ack = (seg_id, start, skip)
+        if self._segments and self._segments[0].id != ack[0]:
+            ack = (self._segments[0].id, 0, 0)
+        self._ack = ack
+        self._rseg, self._roff, self._rskip = ack
+        events = sum(s.undecoded_events for s in self._segments)
+        nbytes = sum(s.undecoded_bytes for s in self._segments)
+        self._events = self._unread_events = events
+        self._bytes = self._unread_bytes = nbytes
+        if corrupt_records:
+            self._corrupt.inc(corrupt_records)
+            self._dropped_corrupt.inc(corrupt_events)
+            self.log.error("buffer_corrupt_records_skipped", stage="buffering", records=corrupt_records,
+                           events=corrupt_events)
+        if rebuilt and ids:
+            self.log.warning("buffer_ledger_rebuilt", stage="buffering", segments=len(self._segments))
+        if events:
+            self._replayed.inc(events)
+            self.log.info("buffer_replaying", events=events, bytes=nbytes, segments=len(self._segments))
+        self._write_ledger()
+        self._syncer.meta_changed()
+        self._check_pressure()
+
+    def _scan(self, seg: Segment, start: int, skip: int) -> tuple[int, int]:
+        """Check ``seg`` from ``start`` (a record boundary: the ledger's CRC vouches for
+        it); fill its counts, cut a torn tail. Returns the (records, events) found damaged."""
+        try:
+            with open(seg.path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            self.log.error("buffer_segment_unreadable", stage="buffering", segment=seg.id, error=str(e))
+            return (1, 0)
+        if start > len(data):
+            seg.end = len(data)
+            return (0, 0)
+        pos = start
+        bad_records = bad_events = 0
+        first = True
+        while pos < len(data):
+            decoded = record.decode(data, pos, want_records=first and skip > 0)
+            status = decoded.status
+            if status == record.OK:
+                count, nbytes = decoded.count, decoded.nbytes
+                if first and skip:
+                    done = decoded.records[:skip]  # type: ignore[index]
+                    count -= len(done)
+                    nbytes -= sum(map(len, done)) + len(done)
+                if count > 0:
+                    if self._unread_oldest is None:
+                        self._unread_oldest = decoded.written_at
+                    seg.undecoded_events += count
+                    seg.undecoded_bytes += nbytes
+                pos = decoded.end
+            elif status == record.TRUNCATED:
+                bad_records += 1
+                bad_events += decoded.count
+                self.log.warning("buffer_torn_tail_cut", stage="buffering", segment=seg.id, offset=pos,
+                                 cut_bytes=len(data) - pos)
+                try:
+                    os.truncate(seg.path, pos)
+                except OSError as e:  # the reader never reads past ``end`` anyway
+                    self.log.error("buffer_truncate_failed", stage="buffering", segment=seg.id, error=str(e))
+                data = data[:pos]
+                break
+            else:
+                bad_records += 1
+                if status == record.BAD_PAYLOAD:
+                    bad_events += decoded.count
+                seg.bad.add(pos)
+                pos = decoded.end
+            first = False
+        seg.end = len(data) if pos >= len(data) else pos
+        return bad_records, bad_events
+
+    def _read_ledger(self) -> Position | None:
+        path = os.path.join(self.directory, LEDGER)
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self.log.warning("buffer_ledger_unreadable", stage="buffering", error=str(e))
+            return None
+        try:
+            body, crc_line, _ = text.split(b"\n")
+            if int(crc_line, 16) != zlib.crc32(body):
+                raise ValueError("CRC mismatch")
+            ack = orjson.loads(body)["ack"]
+            position = (int(ack[0]), int(ack[1]), int(ack[2]))
+            if min(position) < 0:
+                raise ValueError("negative position")
+            return position
+        except (ValueError, KeyError, TypeError, IndexError, orjson.JSONDecodeError) as e:
+            self.log.warning("buffer_ledger_damaged", stage="buffering", error=str(e))
+            return None
+
+    def _write_ledger(self) -> None:
+        body = orjson.dumps(
+            {"version": 1, "ack": list(self._ack), "read": list(self._read_position()), "last_segment": self._last_id}
+        )
+        path = os.path.join(self.directory, LEDGER)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(body + b"\n" + b"%08x\n" % zlib.crc32(body))
+            os.replace(tmp, path)
+        except OSError as e:
+            # A stale ledger only means replaying acknowledged events after a restart.
+            self._write_errors.inc()
+            self.log.warning("buffer_ledger_write_failed", stage="buffering", error=str(e))
+            return
+        self._syncer.meta_changed()
