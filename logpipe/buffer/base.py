@@ -25,6 +25,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import Callable
 
@@ -109,10 +110,11 @@ class Buffer:
     def set_sink_failing(self, failing: bool) -> None:
         """The delivery loop's view of its sink: failing (retrying) or confirming batches."""
 
-    def push(self, records: list[bytes], nbytes: int) -> None:  # pragma: no cover - abstract
+    # ``builtins.bytes``: inside this class ``bytes`` names the property above.
+    def push(self, records: list[builtins.bytes], nbytes: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def push_lines(self, lines: bytes, count: int) -> None:
+    def push_lines(self, lines: builtins.bytes, count: int) -> None:
         self.push(split_ndjson(lines), len(lines))
 
     async def next_batch(self, max_events: int, max_bytes: int, max_age_s: float) -> Batch | None:  # pragma: no cover

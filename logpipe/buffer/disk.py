@@ -232,7 +232,8 @@ class DiskBuffer(Recovery, SegmentReader):
     # --- acknowledging -----------------------------------------------------------------
 
     def ack(self, batch: Batch) -> None:
-        entry = self._inflight.get(batch.token)  # type: ignore[arg-type]
+        token = batch.token
+        entry = self._inflight.get(token) if isinstance(token, int) else None
         if entry is None or entry.acked:
             return
         entry.acked = True

@@ -69,7 +69,7 @@ class Decoded(NamedTuple):
     status: str
     start: int
     end: int  # offset after the record (OK, BAD_PAYLOAD), the resync point (BAD_HEADER), len(buf) (TRUNCATED)
-    count: int = 0  # events; 0 when the header itself is unreadable
+    count: int = 0  # type: ignore[assignment]  # shadows tuple.count on purpose; events; 0 when the header itself is unreadable
     nbytes: int = 0  # events' bytes in buffer units: sum(len(event) + 1)
     written_at: float = 0.0
     records: list[bytes] | None = None  # only when asked for and status is OK
@@ -106,7 +106,7 @@ def encode_lines(lines: bytes, count: int, written_at: float) -> bytes:
     return head + _CRC.pack(zlib.crc32(head)) + payload
 
 
-def _header(buf: bytes | memoryview, pos: int) -> tuple | None:
+def _header(buf: bytes | memoryview, pos: int) -> tuple[bytes, int, int, int, float, int] | None:
     """The header fields at ``pos`` if it is complete and its CRC holds, else None."""
     if len(buf) - pos < HEADER_SIZE:
         return None
