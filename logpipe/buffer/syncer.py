@@ -17,7 +17,12 @@ class Syncer:
     """Owns every fsync and the closing of written segment files, off the event loop.
 
     Only this object closes write descriptors, so the thread never fsyncs a descriptor
-    that was closed (and maybe reused) under it."""
+    that was closed (and maybe reused) under it.
+
+    The thread sleeps until something is unsynced: the first write (or ledger change, or
+    retired descriptor) after a sync wakes it; ``interval`` then waits out the interval
+    before the fsync, so one fsync covers every write of that interval, and an idle buffer
+    costs no wakeups at all."""
 
     def __init__(self, mode: str, interval_s: float, directory: str, on_error: Callable[[OSError], None]) -> None:
         self.mode = mode
@@ -31,6 +36,7 @@ class Syncer:
         self._meta_dirty = False  # ledger replaced or segments created/deleted
         self._retiring: list[tuple[int, bool]] = []
         self._stop = False
+        self._stopping = threading.Event()  # ends the interval's wait at a stop
         self._thread: threading.Thread | None = None
         if mode != "never":
             self._thread = threading.Thread(target=self._run, name=f"fsync:{directory}", daemon=True)
@@ -40,14 +46,17 @@ class Syncer:
         with self._lock:
             self._fd = fd
 
+    # Called per push: only the first write after a sync pays for waking the thread (the
+    # thread takes its snapshot after the write(2) returned, so a write that finds the flag
+    # already set is covered by the fsync that follows).
     def written(self) -> None:
-        self._dirty = True
-        if self.mode == "always":
+        if not self._dirty:
+            self._dirty = True
             self._wake.set()
 
     def meta_changed(self) -> None:
-        self._meta_dirty = True
-        if self.mode == "always":
+        if not self._meta_dirty:
+            self._meta_dirty = True
             self._wake.set()
 
     def retire(self, fd: int, sync: bool) -> None:
@@ -60,11 +69,10 @@ class Syncer:
 
     def _run(self) -> None:
         while True:
-            if self.mode == "always":
-                self._wake.wait()
-            else:
-                self._wake.wait(self.interval_s)
+            self._wake.wait()
             self._wake.clear()
+            if self.mode == "interval":
+                self._stopping.wait(self.interval_s)
             stop = self._stop
             self.sync_once()
             if stop:
@@ -102,6 +110,7 @@ class Syncer:
         """Final fsync of everything (also in ``never`` mode: a graceful stop is cheap to make durable)."""
         if self._thread is not None:
             self._stop = True
+            self._stopping.set()
             self._wake.set()
             self._thread.join()
             self._thread = None
