@@ -79,12 +79,16 @@ from ..metrics import Metrics
 from . import record
 from .reader import SegmentReader
 from .recovery import Recovery
-from .segment import LEDGER, Segment, close_fd, remove_file
+from .segment import LEDGER, Frame, Segment, close_fd, remove_file
 
 __all__ = ["DiskBuffer", "LEDGER"]
 
 # How often a blocked writer retries after a failed write.
 RETRY_S = 1.0
+# Pushed events are kept in memory for the reader (not read back from the file) up to
+# twice the batch size asked for, and at least twice this: bounded memory, and a reader
+# that fell further behind reads the file.
+READ_AHEAD_MIN = 1024 * 1024
 
 
 class DiskBuffer(Recovery, SegmentReader):
@@ -111,7 +115,7 @@ class DiskBuffer(Recovery, SegmentReader):
         wall = time.time()
         self._events += len(records)
         self._bytes += nbytes
-        if self._spill or not self._write(record.encode(records, wall), len(records), nbytes, wall):
+        if self._spill or not self._write_records(records, nbytes, wall):
             self._hold_or_drop(records, nbytes, wall)
         self._check_pressure()
 
@@ -122,9 +126,15 @@ class DiskBuffer(Recovery, SegmentReader):
         nbytes = len(lines)
         self._events += count
         self._bytes += nbytes
-        if self._spill or not self._write(record.encode_lines(lines, count, wall), count, nbytes, wall):
+        if self._spill or not self._write(*record.lines_parts(lines, count, wall), lines, count, nbytes, wall):
             self._hold_or_drop(split_ndjson(lines), nbytes, wall)
         self._check_pressure()
+
+    def _write_records(self, records: list[bytes], nbytes: int, wall: float) -> bool:
+        head, payload, as_lines = record.records_parts(records, wall)
+        # Read ahead as NDJSON like pushed lines unless the events hold raw newlines.
+        events: bytes | list[bytes] = b"".join((payload, b"\n")) if as_lines else records
+        return self._write(head, payload, events, len(records), nbytes, wall)
 
     def _hold_or_drop(self, records: list[bytes], nbytes: int, wall: float) -> None:
         if self.block and self._spill_bytes + nbytes <= self.spill_max_bytes:
@@ -138,17 +148,23 @@ class DiskBuffer(Recovery, SegmentReader):
         self._bytes -= nbytes
         self._dropped_disk.inc(len(records))
 
-    def _write(self, data: bytes, count: int, nbytes: int, wall: float) -> bool:
-        """Append one encoded record of ``count`` events; True once it is in the kernel's hands."""
+    def _write(self, head: bytes, payload: bytes | memoryview, events: bytes | list[bytes], count: int, nbytes: int,
+               wall: float) -> bool:
+        """Append one record of ``count`` events with one ``writev``; True once it is in the
+        kernel's hands. ``events`` is what the reader hands out: kept in memory (no read
+        back) while the reader is right behind the writer and the read-ahead has room."""
         seg = self._segments[-1] if self._wfd is not None else None
+        size = len(head) + len(payload)
         try:
             if seg is None or seg.end >= self.segment_bytes:
                 seg = self._start_segment()
             fd = self._wfd
             assert fd is not None
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            written = os.writev(fd, (head, payload))
+            if written < size:  # rare (a signal, a nearly full disk): write the rest
+                view = memoryview(b"".join((head, payload)))[written:]
+                while view:
+                    view = view[os.write(fd, view) :]
         except OSError as e:
             if seg is not None and self._wfd is not None:
                 try:  # cut a partial write back so the file stays whole records
@@ -157,9 +173,17 @@ class DiskBuffer(Recovery, SegmentReader):
                     self._stop_writing()  # the reader never reads past ``end``
             self._write_failed(e)
             return False
-        seg.end += len(data)
-        seg.undecoded_events += count
-        seg.undecoded_bytes += nbytes
+        offset = seg.end
+        seg.end += size
+        if (self._roff == offset and self._rseg == seg.id and not self._rskip
+                and self._unread_bytes + nbytes <= max(self._want_bytes, READ_AHEAD_MIN) * 2):
+            # The reader is right behind the writer (everything unread is in ``_ahead``):
+            # hand it the events at once; the file holds them for a restart.
+            self._ahead.append(Frame(seg.id, offset, seg.end, events, count, 0, nbytes, wall))
+            self._roff = seg.end
+        else:
+            seg.undecoded_events += count
+            seg.undecoded_bytes += nbytes
         was_empty = not self._unread_events
         self._unread_events += count
         self._unread_bytes += nbytes
@@ -180,8 +204,14 @@ class DiskBuffer(Recovery, SegmentReader):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._last_id = seg_id
         seg = Segment(seg_id, path)
+        last = self._segments[-1] if self._segments else None
+        caught_up = last is None or (self._rseg == last.id and self._roff >= last.end and not self._rskip)
         self._segments.append(seg)
         self._by_id[seg_id] = seg
+        if caught_up:  # the reader moves on with the writer, so new writes can go to it directly
+            if last is not None:
+                self._settle(last)
+            self._rseg, self._roff, self._rskip = seg_id, 0, 0
         self._wfd = fd
         self._syncer.set_fd(fd)
         self._syncer.meta_changed()
@@ -209,7 +239,7 @@ class DiskBuffer(Recovery, SegmentReader):
     def _drain_spill(self) -> None:
         while self._spill:
             records, nbytes, wall = self._spill[0]
-            if not self._write(record.encode(records, wall), len(records), nbytes, wall):
+            if not self._write_records(records, nbytes, wall):
                 self._schedule_retry()
                 return
             self._spill.popleft()

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from ..batch import Batch
-from .base import LOW_WATERMARK, Buffer
+from .base import LOW_WATERMARK, Buffer, fit_lines, fit_records
 
 __all__ = ["MemoryBuffer"]
 
@@ -143,7 +143,7 @@ class MemoryBuffer(Buffer):
                 continue
             # Take part of the head chunk: as many records as fit both limits (a first
             # record larger than max_bytes still goes, alone, or it would never leave).
-            fit = _fit_records if type(payload) is list else _fit_lines
+            fit = fit_records if type(payload) is list else fit_lines
             taken, size = fit(payload, room, max_bytes - nbytes, count == 0)
             if taken == 0:
                 break
@@ -198,28 +198,3 @@ class MemoryBuffer(Buffer):
         self._closed = True
         self._wakeup.set()
 
-
-def _fit_records(records: list[bytes], room: int, budget: int, first: bool) -> tuple[int, int]:
-    """How many of ``records`` (at most ``room``) fit in ``budget`` bytes, and their size;
-    the ``first`` record of a batch always fits."""
-    taken = 0
-    size = 0
-    for record in records[:room]:
-        if (taken or not first) and size + len(record) + 1 > budget:
-            break
-        size += len(record) + 1
-        taken += 1
-    return taken, size
-
-
-def _fit_lines(lines: bytes, room: int, budget: int, first: bool) -> tuple[int, int]:
-    """``_fit_records`` for an NDJSON blob: the size is where to cut it."""
-    taken = 0
-    size = 0
-    while taken < room:
-        end = lines.find(b"\n", size) + 1
-        if (taken or not first) and end > budget:
-            break
-        size = end
-        taken += 1
-    return taken, size

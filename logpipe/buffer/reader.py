@@ -9,7 +9,7 @@ import asyncio
 import os
 import time
 
-from ..batch import Batch
+from ..batch import Batch, split_ndjson
 from . import record
 from .segment import Frame, InFlight, Position, Segment, close_fd
 from .state import DiskState
@@ -39,39 +39,35 @@ class SegmentReader(DiskState):
             await self._sleep_until_woken(wait)
 
     async def _take(self, max_events: int, max_bytes: int) -> Batch | None:
-        records: list[bytes] = []
+        parts: list[bytes | list[bytes]] = []  # NDJSON blobs, and record lists where events hold newlines
+        count = 0
         nbytes = 0
         start: Position | None = None
         written_at = 0.0
         end = (0, 0, 0)
         ahead = self._ahead
-        while len(records) < max_events:
+        while count < max_events:
             if not ahead and not await self._read_ahead(max_bytes):
                 break
             frame = ahead[0]
             if start is None:
                 start = (frame.seg, frame.offset, frame.skip)
                 written_at = frame.written_at
-            remaining = frame.records[frame.skip :]
-            room = max_events - len(records)
-            if len(remaining) <= room and (nbytes + frame.nbytes <= max_bytes or not records):
-                records += remaining
+            left = frame.count - frame.skip
+            room = max_events - count
+            if left <= room and (nbytes + frame.nbytes <= max_bytes or not count):
+                parts.append(frame.rest())
+                count += left
                 nbytes += frame.nbytes
                 ahead.popleft()
                 end = (frame.seg, frame.end, 0)
                 continue
-            taken = 0
-            size = 0
-            for event in remaining[:room]:
-                if (records or taken) and nbytes + size + len(event) + 1 > max_bytes:
-                    break
-                size += len(event) + 1
-                taken += 1
-            if taken:
-                records += remaining[:taken]
-                nbytes += size
-                frame.skip += taken
-                frame.nbytes -= size
+            size = frame.nbytes
+            part = frame.take(min(room, left), max_bytes - nbytes, not count)
+            if part is not None:
+                parts.append(part)
+                count += left - (frame.count - frame.skip)
+                nbytes += size - frame.nbytes
                 end = (frame.seg, frame.offset, frame.skip)
             break
         if start is None:
@@ -85,7 +81,7 @@ class SegmentReader(DiskState):
                 self._unread_oldest = None
                 self._check_pressure()
             return None
-        self._unread_events -= len(records)
+        self._unread_events -= count
         self._unread_bytes -= nbytes
         if ahead:
             self._unread_oldest = ahead[0].written_at
@@ -95,9 +91,15 @@ class SegmentReader(DiskState):
         # earlier bound (at worst a batch goes out a little before max_age).
         token = self._next_token
         self._next_token += 1
-        self._inflight[token] = InFlight(end, len(records), nbytes, written_at)
-        batch_id = f"{start[0]}:{start[1]}:{start[2]}:{len(records)}"
+        self._inflight[token] = InFlight(end, count, nbytes, written_at)
+        batch_id = f"{start[0]}:{start[1]}:{start[2]}:{count}"
         created = time.monotonic() - max(0.0, time.time() - written_at)
+        if all(type(part) is bytes for part in parts):
+            # The blobs go on whole: a sink sending NDJSON never splits and re-joins them.
+            return Batch(batch_id, None, nbytes, created, token=token, lines=parts, count=count)  # type: ignore[arg-type]
+        records: list[bytes] = []
+        for part in parts:
+            records += split_ndjson(part) if isinstance(part, bytes) else part
         return Batch(batch_id, records, nbytes, created, token=token)
 
     async def _read_ahead(self, max_bytes: int) -> bool:
@@ -137,23 +139,26 @@ class SegmentReader(DiskState):
         pos = 0
         found = False
         while pos < len(data):
-            decoded = record.decode(data, pos)
+            decoded = record.decode(data, pos, as_lines=True)
             status = decoded.status
             if status == record.OK:
-                records = decoded.records
-                assert records is not None
+                events: bytes | list[bytes] | None = decoded.lines if decoded.lines is not None else decoded.records
+                assert events is not None
+                count = decoded.count
                 nbytes = decoded.nbytes
                 skip = 0
                 if self._rskip and offset + pos == self._roff:
-                    skip = min(self._rskip, len(records))
-                    nbytes -= sum(map(len, records[:skip])) + skip
+                    skip = min(self._rskip, count)
+                frame = Frame(seg.id, offset + pos, offset + decoded.end, events, count, skip, nbytes,
+                              decoded.written_at)
+                if skip:  # a restart inside this record: its first events were acknowledged
+                    done = frame.cut if isinstance(events, bytes) else sum(len(e) + 1 for e in events[:skip])
+                    frame.nbytes -= done
                 self._rskip = 0
-                seg.undecoded_events -= len(records) - skip
-                seg.undecoded_bytes -= nbytes
-                if skip < len(records):
-                    self._ahead.append(
-                        Frame(seg.id, offset + pos, offset + decoded.end, records, skip, nbytes, decoded.written_at)
-                    )
+                seg.undecoded_events -= count - skip
+                seg.undecoded_bytes -= frame.nbytes
+                if skip < count:
+                    self._ahead.append(frame)
                     found = True
                 pos = decoded.end
             elif status == record.TRUNCATED and offset + len(data) < seg.end:

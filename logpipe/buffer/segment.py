@@ -9,6 +9,8 @@ import re
 
 import structlog
 
+from .base import fit_lines, fit_records
+
 __all__ = ["SEGMENT_RE", "LEDGER", "Position", "Segment", "Frame", "InFlight", "segment_name", "close_fd",
            "fsync_path", "remove_file"]
 
@@ -37,19 +39,50 @@ class Segment:
 
 
 class Frame:
-    """A record read ahead of delivery; ``skip`` events of it are already handed out."""
+    """A record read ahead of delivery: its events as one NDJSON blob (``bytes``, each
+    followed by a newline) or, when they hold raw newlines (record format 1), a list.
+    ``skip`` events of it are already handed out; in a blob they end at byte ``cut``."""
 
-    __slots__ = ("seg", "offset", "end", "records", "skip", "nbytes", "written_at")
+    __slots__ = ("seg", "offset", "end", "data", "count", "skip", "cut", "nbytes", "written_at")
 
-    def __init__(self, seg: int, offset: int, end: int, records: list[bytes], skip: int, nbytes: int,
-                 written_at: float) -> None:
+    def __init__(self, seg: int, offset: int, end: int, data: bytes | list[bytes], count: int, skip: int,
+                 nbytes: int, written_at: float) -> None:
         self.seg = seg
         self.offset = offset
         self.end = end
-        self.records = records
+        self.data = data
+        self.count = count
         self.skip = skip
+        self.cut = 0
+        if skip and type(data) is bytes:
+            for _ in range(skip):
+                self.cut = data.index(b"\n", self.cut) + 1
         self.nbytes = nbytes  # of the events not yet handed out
         self.written_at = written_at
+
+    def rest(self) -> bytes | list[bytes]:
+        """The events not yet handed out."""
+        if type(self.data) is bytes:
+            return self.data[self.cut :] if self.cut else self.data
+        return self.data[self.skip :]
+
+    def take(self, room: int, budget: int, first: bool) -> bytes | list[bytes] | None:
+        """Hand out as many of the rest as fit ``room`` events and ``budget`` bytes (the
+        ``first`` of a batch always fits); None when none fit."""
+        data = self.data
+        if type(data) is bytes:
+            taken, size = fit_lines(data, room, budget, first, self.cut)
+            part: bytes | list[bytes] = data[self.cut : self.cut + size]
+            self.cut += size
+        else:
+            assert isinstance(data, list)
+            taken, size = fit_records(data[self.skip :], room, budget, first)
+            part = data[self.skip : self.skip + taken]
+        if not taken:
+            return None
+        self.skip += taken
+        self.nbytes -= size
+        return part
 
 
 class InFlight:
