@@ -5,7 +5,7 @@ Design
 ======
 
 Invariants
-- Every ``push`` is one ``write(2)`` of one whole record (the chunk of events pushed) to
+- Every ``push`` is one ``writev(2)`` of one whole record (the chunk of events pushed) to
   the active segment, done before ``push`` returns. From then on the events survive the
   death of this process; the ``fsync`` setting only decides what survives the death of
   the *machine* (below).
@@ -19,6 +19,11 @@ Invariants
   sink confirmed). Unacknowledged events are replayed on the next start: delivery is at
   least once. Duplicates are possible only for batches in flight at a crash (or up to a
   segment's worth when the ledger is lost), never losses.
+- Reading: while the reader is right behind the writer, a pushed chunk is also kept in
+  memory and handed out from there (as the NDJSON blob it was pushed as), at most twice
+  the batch size asked for (1 MiB at least); past that, and after a restart, the reader
+  reads the files. Memory is only a shortcut for reading: what is acknowledged, fsynced
+  and replayed is decided by the files alone, exactly as without it.
 - A segment file is deleted only when every event in it is acknowledged; when the whole
   buffer is acknowledged the active segment goes too, so an idle buffer holds no data.
 - ``bytes``/``events`` are the real unacknowledged contents (spill included), counted
@@ -58,8 +63,10 @@ What each ``fsync`` setting promises (for data already pushed; SIGKILL loses non
 - ``always``: a background thread fsyncs after every write (group commit: writes that
   arrive during one fsync share the next). An OS crash or power loss loses at most the
   pushes of the last few milliseconds whose fsync had not completed.
-- ``interval`` (default, ``fsync_interval_ms`` = 1000): fsync at most every interval when
-  something was written: an OS crash loses at most about that interval of pushes.
+- ``interval`` (default, ``fsync_interval_ms`` = 1000): the first write after a sync
+  wakes the thread, which fsyncs one interval later (covering every write of that
+  interval): an OS crash loses at most about that interval of pushes. Nothing written,
+  no wakeups.
 - ``never``: the kernel writes back when it likes (Linux: typically within 30 s); an OS
   crash can lose that much. A graceful stop still fsyncs once.
 In every mode the ledger is fsynced with the segments; a stale ledger after a crash only
