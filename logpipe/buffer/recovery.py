@@ -11,10 +11,13 @@ import zlib
 import orjson
 
 from . import record
-from .segment import LEDGER, SEGMENT_RE, Position, Segment, remove_file
+from .segment import LEDGER, SEGMENT_RE, Position, Segment, close_fd, remove_file
 from .state import DiskState
 
 __all__ = ["Recovery"]
+
+# Read at a time by the start's check of a segment (a record larger than this is read whole).
+SCAN_BLOCK = 4 * 1024 * 1024
 
 
 class Recovery(DiskState):
@@ -78,22 +81,43 @@ class Recovery(DiskState):
 
     def _scan(self, seg: Segment, start: int, skip: int) -> tuple[int, int]:
         """Check ``seg`` from ``start`` (a record boundary: the ledger's CRC vouches for
-        it); fill its counts, cut a torn tail. Returns the (records, events) found damaged."""
+        it); fill its counts, cut a torn tail. Returns the (records, events) found damaged.
+        Reads ``SCAN_BLOCK`` at a time, so a start costs that much memory, not a segment."""
         try:
-            with open(seg.path, "rb") as f:
-                data = f.read()
+            fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             self.log.error("buffer_segment_unreadable", stage="buffering", segment=seg.id, error=str(e))
             return (1, 0)
-        if start > len(data):
-            seg.end = len(data)
+        try:
+            return self._scan_file(seg, fd, start, skip)
+        except OSError as e:
+            self.log.error("buffer_segment_unreadable", stage="buffering", segment=seg.id, error=str(e))
+            return (1, 0)
+        finally:
+            close_fd(fd)
+
+    def _scan_file(self, seg: Segment, fd: int, start: int, skip: int) -> tuple[int, int]:
+        size = os.fstat(fd).st_size
+        if start > size:
+            seg.end = size
             return (0, 0)
         pos = start
+        data = b""
+        base = start  # file offset of data[0]
+        want = 0  # > 0: read (at least) this much from ``pos`` next
+        resyncing = False  # a damaged stretch ran into the end of the block
         bad_records = bad_events = 0
         first = True
-        while pos < len(data):
-            decoded = record.decode(data, pos, want_records=first and skip > 0)
+        while pos < size:
+            if want or pos - base >= len(data):
+                data = os.pread(fd, max(want, SCAN_BLOCK), pos)
+                base, want = pos, 0
+            decoded = record.decode(data, pos - base, want_records=first and skip > 0)
             status = decoded.status
+            if status == record.TRUNCATED and base + len(data) < size:
+                # Cut by the block, not by the file: read again from this record, whole.
+                want = max(decoded.size, 1)
+                continue
             if status == record.OK:
                 count, nbytes = decoded.count, decoded.nbytes
                 if first and skip:
@@ -105,26 +129,31 @@ class Recovery(DiskState):
                         self._unread_oldest = decoded.written_at
                     seg.undecoded_events += count
                     seg.undecoded_bytes += nbytes
-                pos = decoded.end
+                pos = base + decoded.end
             elif status == record.TRUNCATED:
                 bad_records += 1
                 bad_events += decoded.count
                 self.log.warning("buffer_torn_tail_cut", stage="buffering", segment=seg.id, offset=pos,
-                                 cut_bytes=len(data) - pos)
+                                 cut_bytes=size - pos)
                 try:
                     os.truncate(seg.path, pos)
                 except OSError as e:  # the reader never reads past ``end`` anyway
                     self.log.error("buffer_truncate_failed", stage="buffering", segment=seg.id, error=str(e))
-                data = data[:pos]
+                size = pos
                 break
             else:
-                bad_records += 1
-                if status == record.BAD_PAYLOAD:
-                    bad_events += decoded.count
+                if not (resyncing and status == record.BAD_HEADER):  # one damaged stretch counts once
+                    bad_records += 1
+                    if status == record.BAD_PAYLOAD:
+                        bad_events += decoded.count
                 seg.bad.add(pos)
-                pos = decoded.end
+                pos = base + decoded.end
+                resyncing = status == record.BAD_HEADER and decoded.end >= len(data)
+                first = False
+                continue
+            resyncing = False
             first = False
-        seg.end = len(data) if pos >= len(data) else pos
+        seg.end = size if pos >= size else pos
         return bad_records, bad_events
 
     def _read_ledger(self) -> Position | None:

@@ -418,6 +418,37 @@ def test_flipped_header_byte_resyncs_to_the_next_record(env):
     run(main())
 
 
+@pytest.mark.parametrize("block", [pytest.param(None, id="whole-file"), pytest.param(100, id="100-byte-blocks"),
+                                   pytest.param(33, id="33-byte-blocks")])
+def test_the_start_check_reads_in_blocks_and_finds_the_same_damage(env, monkeypatch, block):
+    from logpipe.buffer import recovery
+
+    if block is not None:
+        monkeypatch.setattr(recovery, "SCAN_BLOCK", block)
+
+    async def main():
+        buffer = env.open(segment_bytes=10_000_000)
+        push_range(buffer, 0, 10, 5)
+        await buffer.aclose()
+        path = segment_file(env)
+        offsets = record_offsets(path)
+        with open(path, "r+b") as f:
+            f.seek(offsets[2] + record.HEADER_SIZE + 3)  # a payload byte of record 2
+            f.write(b"#")
+            f.seek(offsets[5] + 1)  # the header of record 5
+            f.write(b"\x00\x00")
+        os.truncate(path, offsets[9] + 40)  # record 9 torn
+        again = env.open()
+        assert os.path.getsize(path) == offsets[9]
+        assert env.metric("logpipe_buffer_corrupt_records_total", "t") == 3
+        assert env.metric("logpipe_dropped_events_total", "buffering", "corrupt") == 10  # records 2 and 9
+        assert again.events == 35
+        assert numbers(await drain(again)) == [i for i in range(45) if i // 5 not in (2, 5)]
+        await again.aclose()
+
+    run(main())
+
+
 def test_damage_appearing_after_start_is_skipped_while_reading(env):
     async def main():
         buffer = env.open(segment_bytes=10_000_000)
