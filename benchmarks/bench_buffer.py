@@ -1,38 +1,48 @@
-"""Buffer throughput: events/s pushed (written) and taken back out (read + ack), for the
-disk buffer under each fsync setting and for the memory buffer.
+"""Buffer cost in the daemon's shape: CPU per event through push, next_batch and ack.
 
-Events are realistic encoded syslog events (~270 bytes of JSON); they are pushed in
-chunks of ``--chunk`` events, as the pipeline pushes one TCP read or UDP burst at a time,
-and read back in batches of 10,000 events (the default ``batch.max_events``). For the
-disk buffer, "replayed" is measured after reopening the directory, i.e. the restart
-path: recovery scan of every segment, then reading from the files.
+The pipeline pushes each TCP read as one NDJSON blob of a few hundred encoded events
+(``push_lines``); the delivery loop takes batches of up to 10,000 events / 4 MB, asks for
+their NDJSON (``Batch.ndjson_pieces()``, what the VictoriaLogs sink sends) and acknowledges
+them. Events are realistic encoded syslog events (~270 bytes of JSON). Scenarios:
 
-    .venv/bin/python benchmarks/bench_buffer.py [--events 500000] [--chunk 64] [--dir /tmp]
+- ``live``: the reader keeps up (a batch is taken as soon as 10,000 events are waiting),
+  as with a healthy sink;
+- ``backlog``: everything is pushed first, then drained (a sink that was down);
+- ``replay``: the backlog's directory opened again and drained (the restart path: the
+  recovery scan of every segment, then reading from the files).
+
+Each row is one buffer implementation run in its own process (``--compare DIR`` adds the
+tree at DIR, e.g. a worktree of an older commit, run the same way), rounds interleaved;
+the table shows medians of ``--rounds`` and, with ``--compare``, the ratio this/that.
+CPU is the process's (the fsync thread included), per million events.
+
+    .venv/bin/python benchmarks/bench_buffer.py [--events 1000000] [--chunk 300] [--rounds 3]
+        [--compare /tmp/before] [--fsync interval] [--dir /tmp]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
-import orjson
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from logpipe.buffer.disk import DiskBuffer  # noqa: E402
-from logpipe.buffer.memory import MemoryBuffer  # noqa: E402
-from logpipe.config import Buffer as BufferConfig  # noqa: E402
-from logpipe.logs import configure  # noqa: E402
-from logpipe.metrics import Metrics  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MAX_EVENTS = 10_000
+MAX_BYTES = 4_000_000
 
 
-def make_chunks(total: int, size: int) -> list[tuple[list[bytes], int]]:
-    chunks = []
+def make_blobs(total: int, size: int) -> list[tuple[bytes, int]]:
+    import orjson
+
+    blobs = []
     for start in range(0, total, size):
         events = [
             orjson.dumps(
@@ -52,74 +62,128 @@ def make_chunks(total: int, size: int) -> list[tuple[list[bytes], int]]:
             )
             for i in range(start, min(total, start + size))
         ]
-        chunks.append((events, sum(map(len, events)) + len(events)))
-    return chunks
+        blobs.append((b"".join(e + b"\n" for e in events), len(events)))
+    return blobs
 
 
-async def drain(buffer) -> int:
-    buffer.close()
+async def take_all(buffer, limit: int | None = None) -> int:  # type: ignore[no-untyped-def]
+    """Take, read and acknowledge batches; all that is left, or until ``limit`` events."""
     n = 0
-    while (batch := await buffer.next_batch(10_000, 4_000_000, 1.0)) is not None:
+    while limit is None or n < limit:
+        batch = await buffer.next_batch(MAX_EVENTS, MAX_BYTES, 1.0)
+        if batch is None:
+            break
+        batch.ndjson_pieces()
         n += len(batch)
         buffer.ack(batch)
     return n
 
 
-async def bench_memory(chunks, total) -> tuple[float, float]:
-    buffer = MemoryBuffer("bench", 1 << 40)
-    t0 = time.perf_counter()
-    for records, nbytes in chunks:
-        buffer.push(records, nbytes)
-    t1 = time.perf_counter()
-    assert await drain(buffer) == total
-    t2 = time.perf_counter()
-    return total / (t1 - t0), total / (t2 - t1)
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
-async def bench_disk(chunks, total, fsync: str, root: str) -> tuple[float, float, int]:
-    directory = tempfile.mkdtemp(prefix=f"bench-{fsync}-", dir=root)
-    config = BufferConfig(type="disk", max_bytes=1 << 40, fsync=fsync, fsync_interval_ms=1000)
+async def child(args: argparse.Namespace) -> dict[str, float]:
+    from logpipe.buffer.disk import DiskBuffer
+    from logpipe.config import Buffer as BufferConfig
+    from logpipe.logs import configure
+    from logpipe.metrics import Metrics
+
+    configure("warning")  # the replay's info line would break the output
+    blobs = make_blobs(args.events, args.chunk)
+    config = BufferConfig(type="disk", max_bytes=1 << 40, fsync=args.fsync, fsync_interval_ms=1000)
+    directory = tempfile.mkdtemp(prefix="bench-buffer-", dir=args.dir)
+    out: dict[str, float] = {}
     try:
-        buffer = DiskBuffer("bench", directory, config, Metrics(), segment_bytes=64 * 1024 * 1024)
-        t0 = time.perf_counter()
-        for records, nbytes in chunks:
-            buffer.push(records, nbytes)
-        await buffer.aclose()  # includes the final fsync: the writes are on disk
-        t1 = time.perf_counter()
-        disk = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
-        t2 = time.perf_counter()
-        again = DiskBuffer("bench", directory, config, Metrics(), segment_bytes=64 * 1024 * 1024)
-        assert await drain(again) == total
-        t3 = time.perf_counter()
-        await again.aclose()
-        return total / (t1 - t0), total / (t3 - t2), disk
+        def open_buffer() -> DiskBuffer:
+            return DiskBuffer("bench", directory, config, Metrics(), segment_bytes=64 * 1024 * 1024)
+
+        rss0 = peak_rss_mb()
+        buffer = open_buffer()
+        c0, t0 = time.process_time(), time.perf_counter()
+        if args.scenario == "live":
+            waiting = taken = 0
+            for lines, count in blobs:
+                buffer.push_lines(lines, count)
+                waiting += count
+                if waiting >= MAX_EVENTS:
+                    got = await take_all(buffer, MAX_EVENTS)
+                    waiting -= got
+                    taken += got
+            buffer.close()
+            taken += await take_all(buffer)
+            assert taken == args.events, taken
+            await buffer.aclose()
+        else:
+            for lines, count in blobs:
+                buffer.push_lines(lines, count)
+            if args.scenario == "replay":
+                await buffer.aclose()
+                buffer = open_buffer()
+            buffer.close()
+            assert await take_all(buffer) == args.events
+            await buffer.aclose()
+        c1, t1 = time.process_time(), time.perf_counter()
+        out = {"cpu_us": (c1 - c0) / args.events * 1e6, "events_s": args.events / (t1 - t0),
+               "rss_mb": peak_rss_mb() - rss0}
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    return out
 
 
-async def main() -> None:
+def run_child(root: str, scenario: str, args: argparse.Namespace) -> dict[str, float]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--_child", scenario, "--events", str(args.events),
+           "--chunk", str(args.chunk), "--fsync", args.fsync, "--dir", args.dir]
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=root)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--chunk", type=int, default=64)
-    parser.add_argument("--dir", default=tempfile.gettempdir())
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--chunk", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fsync", default="interval", choices=["always", "interval", "never"])
+    parser.add_argument("--dir", default=tempfile.gettempdir())
+    parser.add_argument("--compare", default="", help="another tree of logpipe to run beside this one")
+    parser.add_argument("--scenarios", default="live,backlog,replay")
+    parser.add_argument("--_child", default="")
     args = parser.parse_args()
-    configure("warning")  # the replay's info line would break the table
-    chunks = make_chunks(args.events, args.chunk)
-    raw = sum(n for _, n in chunks)
-    print(f"{args.events} events of {raw / args.events:.0f} B in chunks of {args.chunk}; best of {args.rounds}; dir {args.dir}")
+    if args._child:
+        args.scenario = args._child
+        print(json.dumps(asyncio.run(child(args))))
+        return
+    trees = [("this", ROOT)] + ([("that", os.path.abspath(args.compare))] if args.compare else [])
+    scenarios = args.scenarios.split(",")
+    results: dict[tuple[str, str], list[dict[str, float]]] = {(s, t): [] for s in scenarios for t, _ in trees}
+    for _ in range(args.rounds):
+        for scenario in scenarios:
+            for name, root in trees:
+                results[(scenario, name)].append(run_child(root, scenario, args))
+    print(f"{args.events:,} events in NDJSON chunks of {args.chunk}, batches of {MAX_EVENTS:,} / {MAX_BYTES:,} B, "
+          f"fsync={args.fsync}; medians of {args.rounds}, rounds interleaved")
+    print(f"this = {ROOT}" + (f", that = {trees[1][1]}" if args.compare else ""))
     print()
-    print("| buffer | written (events/s) | replayed (events/s) | disk bytes / event bytes |")
-    print("| --- | ---: | ---: | ---: |")
-    results = [await bench_memory(chunks, args.events) for _ in range(args.rounds)]
-    print(f"| memory | {max(r[0] for r in results):,.0f} | {max(r[1] for r in results):,.0f} | - |")
-    for fsync in ("never", "interval", "always"):
-        results = [await bench_disk(chunks, args.events, fsync, args.dir) for _ in range(args.rounds)]
-        print(
-            f"| disk, fsync={fsync} | {max(r[0] for r in results):,.0f} | {max(r[1] for r in results):,.0f} "
-            f"| {results[0][2] / raw:.3f} |"
-        )
+    print("| scenario | tree | CPU µs / event | events/s | peak RSS growth (MB) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for scenario in scenarios:
+        med = {}
+        for name, _ in trees:
+            rows = results[(scenario, name)]
+            med[name] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+            m = med[name]
+            print(f"| {scenario} | {name} | {m['cpu_us']:.2f} | {m['events_s']:,.0f} | {m['rss_mb']:.0f} |")
+        if args.compare:
+            a, b = med["this"], med["that"]
+            print(f"| {scenario} | this/that | {a['cpu_us'] / b['cpu_us']:.2f}x | {a['events_s'] / b['events_s']:.2f}x "
+                  f"| {a['rss_mb'] - b['rss_mb']:+.0f} |")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

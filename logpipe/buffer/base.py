@@ -25,12 +25,13 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from ..batch import Batch
+from ..batch import Batch, split_ndjson
 
-__all__ = ["Buffer", "LOW_WATERMARK"]
+__all__ = ["Buffer", "LOW_WATERMARK", "fit_records", "fit_lines"]
 
 # Resume reading when the buffer has drained to this fraction of max_bytes.
 LOW_WATERMARK = 0.8
@@ -109,10 +110,11 @@ class Buffer:
     def set_sink_failing(self, failing: bool) -> None:
         """The delivery loop's view of its sink: failing (retrying) or confirming batches."""
 
-    def push(self, records: list[bytes], nbytes: int) -> None:  # pragma: no cover - abstract
+    # ``builtins.bytes``: inside this class ``bytes`` names the property above.
+    def push(self, records: list[builtins.bytes], nbytes: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def push_lines(self, lines: bytes, count: int) -> None:
+    def push_lines(self, lines: builtins.bytes, count: int) -> None:
         self.push(split_ndjson(lines), len(lines))
 
     async def next_batch(self, max_events: int, max_bytes: int, max_age_s: float) -> Batch | None:  # pragma: no cover
@@ -131,3 +133,30 @@ class Buffer:
 
 def now() -> float:
     return time.monotonic()
+
+
+def fit_records(records: list[bytes], room: int, budget: int, first: bool) -> tuple[int, int]:
+    """How many of ``records`` (at most ``room``) fit in ``budget`` bytes, and their size;
+    the ``first`` record of a batch always fits."""
+    taken = 0
+    size = 0
+    for record in records[:room]:
+        if (taken or not first) and size + len(record) + 1 > budget:
+            break
+        size += len(record) + 1
+        taken += 1
+    return taken, size
+
+
+def fit_lines(lines: bytes, room: int, budget: int, first: bool, start: int = 0) -> tuple[int, int]:
+    """``fit_records`` for an NDJSON blob from offset ``start``: the size is where to cut
+    it (``start + size``)."""
+    taken = 0
+    cut = start
+    while taken < room:
+        end = lines.find(b"\n", cut) + 1
+        if (taken or not first) and end - start > budget:
+            break
+        cut = end
+        taken += 1
+    return taken, cut - start

@@ -17,12 +17,14 @@ counted as dropped with reason ``shutdown`` and logged (use the disk buffer to k
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import itertools
 import time
+from typing import Any
 
 from ..batch import Batch
-from .base import LOW_WATERMARK, Buffer
+from .base import LOW_WATERMARK, Buffer, fit_lines, fit_records
 
 __all__ = ["MemoryBuffer"]
 
@@ -34,7 +36,7 @@ class MemoryBuffer(Buffer):
         # Each chunk: [records, nbytes, arrival time, count], where records is a list or
         # an NDJSON blob (push_lines); the head chunk is sliced in place when a batch takes
         # only part of it (a blob at a record's newline).
-        self._chunks: collections.deque[list] = collections.deque()
+        self._chunks: collections.deque[list[Any]] = collections.deque()
         self._waiting_events = 0
         self._waiting_bytes = 0
         self._inflight_events = 0
@@ -50,7 +52,7 @@ class MemoryBuffer(Buffer):
         # Delivery positions (Buffer docstring): batches leave in push order, each ends at
         # a position; confirmed_events moves over the acknowledged prefix.
         self._taken_events = 0
-        self._batch_ends: dict[int, list] = {}  # seq -> [end position, acknowledged]
+        self._batch_ends: dict[int, list[Any]] = {}  # seq -> [end position, acknowledged]
 
     @property
     def bytes(self) -> int:
@@ -89,15 +91,15 @@ class MemoryBuffer(Buffer):
             if self.on_pressure:
                 self.on_pressure(False)
 
-    def push(self, records: list[bytes], nbytes: int) -> None:
+    def push(self, records: list[builtins.bytes], nbytes: int) -> None:
         if records:
             self._append([records, nbytes, time.monotonic(), len(records)])
 
-    def push_lines(self, lines: bytes, count: int) -> None:
+    def push_lines(self, lines: builtins.bytes, count: int) -> None:
         if count:
             self._append([lines, len(lines), time.monotonic(), count])
 
-    def _append(self, chunk: list) -> None:
+    def _append(self, chunk: list[Any]) -> None:
         was_empty = not self._chunks
         self.pushed_events += chunk[3]
         self._chunks.append(chunk)
@@ -124,7 +126,7 @@ class MemoryBuffer(Buffer):
             await self._sleep_until_woken(wait)
 
     def _take(self, max_events: int, max_bytes: int) -> Batch:
-        parts: list = []  # record lists and NDJSON blobs, in order
+        parts: list[Any] = []  # record lists and NDJSON blobs, in order
         count = 0
         nbytes = 0
         chunks = self._chunks
@@ -141,7 +143,7 @@ class MemoryBuffer(Buffer):
                 continue
             # Take part of the head chunk: as many records as fit both limits (a first
             # record larger than max_bytes still goes, alone, or it would never leave).
-            fit = _fit_records if type(payload) is list else _fit_lines
+            fit = fit_records if type(payload) is list else fit_lines
             taken, size = fit(payload, room, max_bytes - nbytes, count == 0)
             if taken == 0:
                 break
@@ -172,11 +174,12 @@ class MemoryBuffer(Buffer):
         return Batch(name, None, nbytes, created, token=seq, lines=lines, count=count)
 
     def ack(self, batch: Batch) -> None:
-        if self._inflight_oldest.pop(batch.token, None) is None:  # type: ignore[arg-type]
+        token = batch.token
+        if not isinstance(token, int) or self._inflight_oldest.pop(token, None) is None:
             return
         self._inflight_events -= len(batch)
         self._inflight_bytes -= batch.nbytes
-        self._batch_ends[batch.token][1] = True  # type: ignore[index]
+        self._batch_ends[token][1] = True
         ends = self._batch_ends
         confirmed = self.confirmed_events
         while ends:
@@ -195,28 +198,3 @@ class MemoryBuffer(Buffer):
         self._closed = True
         self._wakeup.set()
 
-
-def _fit_records(records: list[bytes], room: int, budget: int, first: bool) -> tuple[int, int]:
-    """How many of ``records`` (at most ``room``) fit in ``budget`` bytes, and their size;
-    the ``first`` record of a batch always fits."""
-    taken = 0
-    size = 0
-    for record in records[:room]:
-        if (taken or not first) and size + len(record) + 1 > budget:
-            break
-        size += len(record) + 1
-        taken += 1
-    return taken, size
-
-
-def _fit_lines(lines: bytes, room: int, budget: int, first: bool) -> tuple[int, int]:
-    """``_fit_records`` for an NDJSON blob: the size is where to cut it."""
-    taken = 0
-    size = 0
-    while taken < room:
-        end = lines.find(b"\n", size) + 1
-        if (taken or not first) and end > budget:
-            break
-        size = end
-        taken += 1
-    return taken, size

@@ -43,6 +43,9 @@ __all__ = [
     "BAD_PAYLOAD",
     "BAD_HEADER",
     "Decoded",
+    "header",
+    "records_parts",
+    "lines_parts",
     "encode",
     "encode_lines",
     "decode",
@@ -69,11 +72,12 @@ class Decoded(NamedTuple):
     status: str
     start: int
     end: int  # offset after the record (OK, BAD_PAYLOAD), the resync point (BAD_HEADER), len(buf) (TRUNCATED)
-    count: int = 0  # events; 0 when the header itself is unreadable
+    count: int = 0  # type: ignore[assignment]  # shadows tuple.count on purpose; events; 0 when the header itself is unreadable
     nbytes: int = 0  # events' bytes in buffer units: sum(len(event) + 1)
     written_at: float = 0.0
     records: list[bytes] | None = None  # only when asked for and status is OK
     size: int = 0  # whole record (header + payload) when the header is valid
+    lines: bytes | None = None  # instead of records when asked for lines and the format is 0
 
 
 def event_bytes(fmt: int, count: int, length: int) -> int:
@@ -83,30 +87,47 @@ def event_bytes(fmt: int, count: int, length: int) -> int:
     return length - 3 * count
 
 
-def encode(records: list[bytes], written_at: float) -> bytes:
-    """One record holding ``records`` (a non-empty list of events)."""
+def header(fmt: int, count: int, payload: bytes | memoryview, written_at: float) -> bytes:
+    """The 32 header bytes of a record of ``count`` events whose payload is ``payload``."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError("record payload over 4 GiB")
+    head = _HEAD.pack(MAGIC, fmt, count, len(payload), written_at, zlib.crc32(payload))
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def records_parts(records: list[bytes], written_at: float) -> tuple[bytes, bytes, bool]:
+    """A record holding ``records`` (a non-empty list of events) as (header, payload,
+    whether the payload is the events joined by newlines, format 0)."""
     payload = b"\n".join(records)
     fmt = FORMAT_LINES
     if payload.count(b"\n") != len(records) - 1:
         fmt = FORMAT_LENGTHS
         payload = b"".join(_LEN.pack(len(r)) + r for r in records)
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError("record payload over 4 GiB")
-    head = _HEAD.pack(MAGIC, fmt, len(records), len(payload), written_at, zlib.crc32(payload))
-    return head + _CRC.pack(zlib.crc32(head)) + payload
+    return header(fmt, len(records), payload, written_at), payload, fmt == FORMAT_LINES
+
+
+def lines_parts(lines: bytes, count: int, written_at: float) -> tuple[bytes, memoryview]:
+    """A record of ``count`` events given as NDJSON (each followed by a newline, none
+    inside: msgspec's ``encode_lines``) as (header, payload): format 0 without a scan, a
+    re-join or a copy (the payload is a view of ``lines`` without its last newline), for
+    one ``writev``."""
+    payload = memoryview(lines)[:-1]
+    return header(FORMAT_LINES, count, payload, written_at), payload
+
+
+def encode(records: list[bytes], written_at: float) -> bytes:
+    """One record holding ``records`` (a non-empty list of events)."""
+    head, payload, _ = records_parts(records, written_at)
+    return head + payload
 
 
 def encode_lines(lines: bytes, count: int, written_at: float) -> bytes:
-    """``encode`` for ``count`` events given as NDJSON (each followed by a newline, none
-    inside: msgspec's ``encode_lines``), stored as format 0 without a scan or a re-join."""
-    payload = lines[:-1]
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError("record payload over 4 GiB")
-    head = _HEAD.pack(MAGIC, FORMAT_LINES, count, len(payload), written_at, zlib.crc32(payload))
-    return head + _CRC.pack(zlib.crc32(head)) + payload
+    """``encode`` for ``count`` events given as NDJSON."""
+    head, payload = lines_parts(lines, count, written_at)
+    return head + payload
 
 
-def _header(buf: bytes | memoryview, pos: int) -> tuple | None:
+def _header(buf: bytes | memoryview, pos: int) -> tuple[bytes, int, int, int, float, int] | None:
     """The header fields at ``pos`` if it is complete and its CRC holds, else None."""
     if len(buf) - pos < HEADER_SIZE:
         return None
@@ -156,8 +177,10 @@ def resync(buf: bytes | memoryview, pos: int) -> int:
         pos = at + 1
 
 
-def decode(buf: bytes | memoryview, pos: int = 0, want_records: bool = True) -> Decoded:
-    """The record starting at ``pos`` in ``buf``. Never raises."""
+def decode(buf: bytes | memoryview, pos: int = 0, want_records: bool = True, as_lines: bool = False) -> Decoded:
+    """The record starting at ``pos`` in ``buf``. Never raises. ``as_lines``: a format 0
+    record's events come as one NDJSON blob (``lines``, each followed by a newline: one
+    copy, no split) instead of a list."""
     end = len(buf)
     if end - pos < HEADER_SIZE:
         if buf[pos : pos + len(MAGIC)] != MAGIC[: min(len(MAGIC), end - pos)]:
@@ -175,6 +198,11 @@ def decode(buf: bytes | memoryview, pos: int = 0, want_records: bool = True) -> 
     if zlib.crc32(payload) != payload_crc:
         return Decoded(BAD_PAYLOAD, pos, pos + size, count, nbytes, written_at, None, size)
     records = None
+    if want_records and as_lines and fmt == FORMAT_LINES:
+        text = payload if isinstance(payload, bytes) else bytes(payload)
+        if text.count(b"\n") != count - 1:  # CRC matched but the contents disagree with the header
+            return Decoded(BAD_PAYLOAD, pos, pos + size, count, nbytes, written_at, None, size)
+        return Decoded(OK, pos, pos + size, count, nbytes, written_at, None, size, b"".join((payload, b"\n")))
     if want_records:
         records = _split(fmt, bytes(payload), count)
         if records is None:  # CRC matched but the contents disagree with the header

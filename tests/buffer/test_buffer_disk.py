@@ -418,18 +418,107 @@ def test_flipped_header_byte_resyncs_to_the_next_record(env):
     run(main())
 
 
+@pytest.mark.parametrize("block", [pytest.param(None, id="whole-file"), pytest.param(100, id="100-byte-blocks"),
+                                   pytest.param(33, id="33-byte-blocks")])
+def test_the_start_check_reads_in_blocks_and_finds_the_same_damage(env, monkeypatch, block):
+    from logpipe.buffer import recovery
+
+    if block is not None:
+        monkeypatch.setattr(recovery, "SCAN_BLOCK", block)
+
+    async def main():
+        buffer = env.open(segment_bytes=10_000_000)
+        push_range(buffer, 0, 10, 5)
+        await buffer.aclose()
+        path = segment_file(env)
+        offsets = record_offsets(path)
+        with open(path, "r+b") as f:
+            f.seek(offsets[2] + record.HEADER_SIZE + 3)  # a payload byte of record 2
+            f.write(b"#")
+            f.seek(offsets[5] + 1)  # the header of record 5
+            f.write(b"\x00\x00")
+        os.truncate(path, offsets[9] + 40)  # record 9 torn
+        again = env.open()
+        assert os.path.getsize(path) == offsets[9]
+        assert env.metric("logpipe_buffer_corrupt_records_total", "t") == 3
+        assert env.metric("logpipe_dropped_events_total", "buffering", "corrupt") == 10  # records 2 and 9
+        assert again.events == 35
+        assert numbers(await drain(again)) == [i for i in range(45) if i // 5 not in (2, 5)]
+        await again.aclose()
+
+    run(main())
+
+
 def test_damage_appearing_after_start_is_skipped_while_reading(env):
     async def main():
         buffer = env.open(segment_bytes=10_000_000)
         push_range(buffer, 0, 4, 5)
+        await buffer.aclose()
+        again = env.open()  # the start finds the files whole; the reader will read them
         path = segment_file(env)
         with open(path, "r+b") as f:
             f.seek(record_offsets(path)[2] + record.HEADER_SIZE)
             f.write(b"!!")
-        got = numbers(await drain(buffer))
+        got = numbers(await drain(again))
         assert got == list(range(10)) + list(range(15, 20))
-        assert buffer.events == 0 and buffer.bytes == 0  # the size stays the real one
+        assert again.events == 0 and again.bytes == 0  # the size stays the real one
         assert env.metric("logpipe_buffer_corrupt_records_total", "t") == 1
+        await again.aclose()
+
+    run(main())
+
+
+def test_a_reader_right_behind_the_writer_gets_pushed_events_from_memory_and_the_file_still_has_them(env):
+    async def main():
+        buffer = env.open(segment_bytes=10_000_000)
+        push_range(buffer, 0, 4, 5)
+        path = segment_file(env)
+        with open(path, "r+b") as f:  # damage the file under a reader that never reads it
+            f.seek(record_offsets(path)[2] + record.HEADER_SIZE)
+            f.write(b"!!")
+        batch = await buffer.next_batch(1000, 10_000_000, 0.0)
+        assert numbers(batch.records) == list(range(20))
+        assert env.metric("logpipe_buffer_corrupt_records_total", "t") == 0
+        # Not acknowledged: a restart (SIGKILL) finds every record in the file.
+        again = env.open()
+        assert env.metric("logpipe_buffer_corrupt_records_total", "t") == 1  # the one damaged on disk
+        assert numbers(await drain(again)) == list(range(10)) + list(range(15, 20))
+        await again.aclose()
+
+    run(main())
+
+
+def test_pushed_lines_in_memory_come_back_after_a_restart_when_unacknowledged(env):
+    async def main():
+        buffer = env.open(segment_bytes=10_000_000)
+        for c in range(3):  # as the pipeline pushes: one NDJSON blob per chunk
+            buffer.push_lines(b"".join(e + b"\n" for e in chunk(c * 4, 4)[0]), 4)
+        first = await buffer.next_batch(6, 10_000_000, 0.0)  # from memory, cutting a blob
+        assert numbers(first.records) == list(range(6))
+        assert first.ndjson() == b"".join(e + b"\n" for e in chunk(0, 6)[0])
+        buffer.ack(first)
+        second = await buffer.next_batch(3, 10_000_000, 0.0)  # taken, never acknowledged
+        # SIGKILL now: no aclose, no final fsync; the kernel has every write.
+        again = env.open()
+        assert again.events == 6
+        replay = await again.next_batch(3, 10_000_000, 0.0)
+        assert replay.id == second.id and replay.ndjson() == second.ndjson()
+        again.ack(replay)
+        assert numbers(await drain(again)) == [9, 10, 11]
+        await again.aclose()
+
+    run(main())
+
+
+def test_a_reader_far_behind_reads_the_file_and_memory_stays_bounded(env):
+    async def main():
+        buffer = env.open(segment_bytes=10_000_000)
+        push_range(buffer, 0, 1200, 100)  # ~3.5 MB: past the in-memory read-ahead (2 MiB here)
+        held = sum(f.nbytes for f in buffer._ahead)
+        assert 0 < held <= 2 * 1024 * 1024
+        assert sum(s.undecoded_events for s in buffer._segments) > 0  # the rest is only in the file
+        assert numbers(await drain(buffer, max_events=7000)) == list(range(120_000))
+        assert buffer.events == 0
         await buffer.aclose()
 
     run(main())
