@@ -23,7 +23,6 @@ import argparse
 import os
 import pathlib
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,10 @@ import time
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import stop_process  # noqa: E402
+
 RUNTIME_DEPS = ["asyncio", "uvloop", "orjson", "msgspec", "aiohttp", "aiohttp.web", "structlog", "cachetools", "re2",
                 "nats"]
 
@@ -87,13 +90,7 @@ class Idle:
                 self.started.set()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 30)
 
 
 def one_round(trees: dict[str, pathlib.Path], window: float) -> dict[str, dict[str, float]]:
