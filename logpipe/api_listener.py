@@ -76,7 +76,7 @@ class ApiServer:
         self._handler_factory: Any = None  # aiohttp's web.Server: a protocol factory
         self._building: asyncio.Task | None = None
         self._waiting: list[_Waiting] = []
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._stopped = False
         self.log = structlog.get_logger().bind(component="api")
 
@@ -89,7 +89,7 @@ class ApiServer:
         self._server = await self.bind(listen)
         return self._announce(self._server)
 
-    async def bind(self, listen: str) -> asyncio.AbstractServer:
+    async def bind(self, listen: str) -> asyncio.Server:
         from .sources.base import BindError
         from .sources.net import tcp_socket
 
@@ -101,12 +101,12 @@ class ApiServer:
             raise BindError(f"api.listen: cannot bind {listen}: {e.strerror or e}") from None
         return await asyncio.get_running_loop().create_server(self._connection, sock=sock)
 
-    def _announce(self, server: asyncio.AbstractServer) -> tuple[str, int]:
+    def _announce(self, server: asyncio.Server) -> tuple[str, int]:
         address = server.sockets[0].getsockname()[:2]  # port 0 needs the real one
         self.log.info("listening", protocol="http", address=f"{address[0]}:{address[1]}")
         return address
 
-    async def swap(self, listen: str | None, server: asyncio.AbstractServer | None) -> tuple[str, int] | None:
+    async def swap(self, listen: str | None, server: asyncio.Server | None) -> tuple[str, int] | None:
         """Reload: serve on ``server`` (bound by ``bind``), or nowhere when ``listen`` is None.
         Closes the old listening socket only: the request that asked for this reload (and
         any other open connection) is answered on its own connection."""
