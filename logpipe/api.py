@@ -1,6 +1,9 @@
 """HTTP API on ``api.listen``: /health, /metrics (Prometheus text), /api/stats (JSON),
 /api/tap (streamed JSON lines of sampled events) and POST /api/reload.
 
+Imported only when the API gets its first connection (``api_listener.py`` owns the socket):
+aiohttp is the largest import of the daemon.
+
 Nothing here is on the ingest path, except the tap while someone is tapping:
 - With no client, ``Pipeline.tap`` is None and ingestion pays one attribute test per chunk.
 - Each client gets at most ``rate`` events per second (a token bucket; a chunk is sampled
@@ -17,17 +20,15 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-import structlog
 from aiohttp import web
 
-from .config import parse_address
 from .metrics import Metrics
 from .sources.net import quiet_bad_http_requests
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Pipeline
 
-__all__ = ["ApiServer", "Control", "build_app", "TapHub"]
+__all__ = ["Control", "build_app", "start_app", "TapHub"]
 
 DEFAULT_TAP_RATE = 100  # events per second per client unless ?rate= says otherwise
 
@@ -69,7 +70,7 @@ class _TapClient:
 class TapHub:
     """The tapping clients of one daemon. Installs ``Pipeline.tap`` while any is connected."""
 
-    def __init__(self, pipeline: "Pipeline", metrics: Metrics) -> None:
+    def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
         self.pipeline = pipeline
         self.clients: set[_TapClient] = set()
         self.closed = False
@@ -117,7 +118,7 @@ class Control(Protocol):
     async def reload_from_file(self) -> list[str]: ...
 
 
-def build_app(daemon: Control, hub: "TapHub") -> web.Application:
+def build_app(daemon: Control, hub: TapHub) -> web.Application:
     from .sources.net import AllowList
 
     allowed: list = [None, None]  # [the config's cidr list, its AllowList]; rebuilt after a reload
@@ -192,50 +193,11 @@ def build_app(daemon: Control, hub: "TapHub") -> web.Application:
     return app
 
 
-class ApiServer:
-    """The API's listening site: started once, moved by a reload (the new address is bound
-    before the old closes), stopped last."""
-
-    def __init__(self, daemon: Control) -> None:
-        quiet_bad_http_requests()
-        self.tap_hub = TapHub(daemon.pipeline, daemon.metrics)
-        self._runner = web.AppRunner(build_app(daemon, self.tap_hub), access_log=None, handle_signals=False)
-        self._site: web.TCPSite | None = None
-        self.log = structlog.get_logger().bind(component="api")
-
-    async def start(self, listen: str) -> tuple[str, int]:
-        await self._runner.setup()
-        self._site = await self.bind(listen)
-        return self._announce(self._site)
-
-    async def bind(self, listen: str) -> web.TCPSite:
-        from .sources.base import BindError
-
-        host, port = parse_address(listen)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as e:
-            raise BindError(f"api.listen: cannot bind {listen}: {e.strerror or e}") from None
-        return site
-
-    def _announce(self, site: web.TCPSite) -> tuple[str, int]:
-        server = site._server  # aiohttp keeps the bound sockets here; port 0 needs the real one
-        sock = server.sockets[0] if server and server.sockets else None  # type: ignore[union-attr]
-        address = sock.getsockname()[:2] if sock else parse_address(site.name.rpartition("/")[2])
-        self.log.info("listening", protocol="http", address=f"{address[0]}:{address[1]}")
-        return address
-
-    async def swap(self, listen: str | None, site: web.TCPSite | None) -> tuple[str, int] | None:
-        """Reload: serve on ``site`` (bound by ``bind``), or nowhere when ``listen`` is None.
-        Closes the old listening socket only: the request that asked for this reload (and
-        any other open connection) is answered on its own connection."""
-        old, self._site = self._site, site
-        address = self._announce(site) if site is not None else None
-        if old is not None:
-            await old.stop()
-        return address
-
-    async def stop(self) -> None:
-        self.tap_hub.close()
-        await self._runner.cleanup()
+async def start_app(daemon: Control) -> tuple[web.AppRunner, TapHub]:
+    """The app's runner, set up, and its tap hub. ``api_listener.py`` calls this on the
+    API's first connection and hands every connection to ``runner.server``."""
+    quiet_bad_http_requests()
+    hub = TapHub(daemon.pipeline, daemon.metrics)
+    runner = web.AppRunner(build_app(daemon, hub), access_log=None, handle_signals=False)
+    await runner.setup()
+    return runner, hub

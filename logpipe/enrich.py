@@ -11,7 +11,12 @@ Invariants:
 - Joining never overwrites a field the line provided.
 - A snapshot (``snapshot_bytes``/``restore_bytes``) carries each entry's expiry as wall-clock
   time; restoring gives an entry only the time it has left and skips expired ones.
-- ``on_store`` (the enrichment hold) is told of every stored entry.
+- ``on_store`` (the enrichment hold) is told of every stored entry; ``on_change`` (the
+  snapshot writer) of every store and removal; ``on_deadline`` (the reaper's timer) of a
+  new earliest expiry. Nothing in the table polls: an idle table costs no wakeup.
+- The reaper's schedule is the set of whole seconds at which some stored entry expires
+  (a heap): one entry per distinct second, not per entry, so it stays small, and the
+  reaper wakes at most once per second while entries are expiring and never otherwise.
 
 Storage is a ``cachetools.TLRUCache`` (per-entry TTL, LRU order by announcement), keyed by
 the entry's primary identifier; three plain dicts index it for the join. The cache's
@@ -20,8 +25,11 @@ the entry's primary identifier; three plain dicts index it for the join. The cac
 
 from __future__ import annotations
 
+import heapq
+import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cachetools
 import orjson
@@ -89,6 +97,13 @@ class MetadataTable:
         self._cache = _EntryCache(max_entries, timer, self._unindex)
         # Called with every stored entry (the enrichment hold re-checks what waits for it).
         self.on_store: Callable[[Entry], None] | None = None
+        # Called after every store or removal (the snapshot writer saves only a changed table).
+        self.on_change: Callable[[], None] | None = None
+        # Called with a deadline (table timer, whole seconds) that is now the earliest: the
+        # daemon's one reaper timer moves to it.
+        self.on_deadline: Callable[[float], None] | None = None
+        self._deadlines: list[int] = []  # a heap of the whole seconds at which entries expire
+        self._deadline_set: set[int] = set()
         self._removed = metrics.counter(
             "logpipe_metadata_removed_total", "Metadata entries that left the table, by reason", ("reason",)
         )
@@ -107,6 +122,8 @@ class MetadataTable:
             for entry in self._matching(ann):
                 self._cache.pop(entry.key, None)
                 self._unindex(entry, "removed")
+            if self.on_change is not None:
+                self.on_change()
             return "removed"
         return self._store(ann, ann.ttl_s or default_ttl_s or self.default_ttl_s)
 
@@ -130,13 +147,40 @@ class MetadataTable:
             self.by_container_id[ann.container_id] = entry
             if len(ann.container_id) > SHORT_ID:
                 self.by_container_id[ann.container_id[:SHORT_ID]] = entry
+        self._schedule(entry.expires)
         if self.on_store is not None:
             self.on_store(entry)
+        if self.on_change is not None:
+            self.on_change()
         return "ok"
 
-    def expire(self) -> None:
-        """Reap expired entries (the join already ignores them; this frees memory)."""
-        self._cache.expire()
+    def _schedule(self, expires: float) -> None:
+        deadline = math.ceil(expires)
+        if deadline in self._deadline_set:
+            return
+        self._deadline_set.add(deadline)
+        heapq.heappush(self._deadlines, deadline)
+        if self._deadlines[0] == deadline and self.on_deadline is not None:
+            self.on_deadline(deadline)
+
+    def next_deadline(self) -> float | None:
+        """When the reaper next has work (table timer), None when no entry waits to expire."""
+        return self._deadlines[0] if self._deadlines else None
+
+    def expire(self) -> float | None:
+        """Reap expired entries (the join already ignores them; this frees memory).
+        Returns the next deadline, as ``next_deadline``."""
+        now = self.timer()
+        self._cache.expire(now)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0] <= now:
+            self._deadline_set.discard(heapq.heappop(deadlines))
+        if len(deadlines) > 2 * len(self._cache) + 64:
+            # Re-announced and removed entries leave their old seconds behind: rebuild from
+            # the live entries, so the schedule never outgrows the table.
+            self._deadline_set = {math.ceil(e.expires) for e in self._cache.values()}
+            self._deadlines = deadlines = sorted(self._deadline_set)
+        return deadlines[0] if deadlines else None
 
     def entries(self) -> list[Entry]:
         now = self.timer()
@@ -179,7 +223,8 @@ class MetadataTable:
 
     def _matching(self, ann: Announcement) -> list[Entry]:
         found: dict[int, Entry] = {}
-        for value, index in ((ann.ip, self.by_ip), (ann.hostname, self.by_hostname), (ann.container_id, self.by_container_id)):
+        for value, index in ((ann.ip, self.by_ip), (ann.hostname, self.by_hostname),
+                             (ann.container_id, self.by_container_id)):
             if value and value in index:
                 entry = index[value]
                 found[id(entry)] = entry
@@ -209,7 +254,8 @@ class Enricher:
     def __init__(self, table: MetadataTable, match_on: list[tuple[str, str]], metrics: Metrics) -> None:
         self.table = table
         self._plan = [(line_field, table.index(key)) for line_field, key in match_on]
-        enrich_total = metrics.counter("logpipe_enrich_total", "Events joined to the metadata table, by result", ("result",))
+        enrich_total = metrics.counter("logpipe_enrich_total", "Events joined to the metadata table, by result",
+                                       ("result",))
         self._hits = enrich_total.labels("hit")
         self._misses = enrich_total.labels("miss")
         self.held = enrich_total.labels("held")

@@ -23,6 +23,7 @@ line of ``a`` takes 12 s). So:
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 try:  # Python 3.11+
@@ -32,14 +33,17 @@ except ImportError:  # pragma: no cover
     import sre_constants as _c  # type: ignore[no-redef]
     import sre_parse as _p  # type: ignore[no-redef]
 
-try:
-    import re2 as _re2
-except ImportError:  # pragma: no cover - google-re2 is a dependency; kept for odd platforms
-    _re2 = None
-
 __all__ = ["MAX_MATCH_CHARS", "ENGINE", "Regex", "check", "compile_checked", "prefilter"]
 
-ENGINE = "re2" if _re2 is not None else "re"
+# RE2 is imported by the first operator regex, not here: a config without one (the default)
+# does not pay its ~2.6 MB. google-re2 is a dependency; the fallback is for odd platforms.
+ENGINE = "re2" if importlib.util.find_spec("re2") is not None else "re"
+
+
+def _re2():
+    import re2
+
+    return re2
 
 # A condition regex sees the first 8 KiB of a value: enough for any field worth matching,
 # small enough that a quadratic pattern costs well under a millisecond per event.
@@ -80,7 +84,7 @@ class Regex:
                 return None
             return {
                 name: value.decode("utf-8", "replace")
-                for name, value in zip(self._names, m.groups())
+                for name, value in zip(self._names, m.groups(), strict=False)
                 if name is not None and value is not None
             }
         m = self._compiled.search(text[:MAX_MATCH_CHARS])
@@ -118,11 +122,12 @@ def prefilter(alternatives: list[str]):
     """A fast yes/no test for "any of these may match" (one RE2 search over UTF-8), or None
     without RE2. Used to skip the Python-``re`` redact presets on text that cannot contain
     what they look for; each alternative must match wherever its preset would."""
-    if _re2 is None or not alternatives:
+    if ENGINE != "re2" or not alternatives:
         return None
-    options = _re2.Options()
+    re2 = _re2()
+    options = re2.Options()
     options.log_errors = False
-    search = _re2.compile("|".join(f"(?:{a})" for a in alternatives).encode(), options=options).search
+    search = re2.compile("|".join(f"(?:{a})" for a in alternatives).encode(), options=options).search
     return lambda text: search(text.encode("utf-8", "replace")) is not None
 
 
@@ -133,15 +138,17 @@ def compile_checked(pattern: str) -> Regex:
         re.compile(pattern)
     except re.error as e:
         raise ValueError(f"bad regex {pattern!r}: {e}") from None
-    if _re2 is not None:
-        options = _re2.Options()
+    if ENGINE == "re2":
+        re2 = _re2()
+        options = re2.Options()
         options.log_errors = False  # the reason goes into our error, not onto stderr
         try:
-            return Regex(pattern, _re2.compile(pattern.encode("utf-8"), options=options), True)
-        except _re2.error as e:
+            return Regex(pattern, re2.compile(pattern.encode("utf-8"), options=options), True)
+        except re2.error as e:
             reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
             raise ValueError(
-                f"unsupported regex {pattern!r}: {reason} (the linear-time engine RE2 has no lookaround, backreferences or possessive quantifiers)"
+                f"unsupported regex {pattern!r}: {reason} (the linear-time engine RE2 has no lookaround, "
+                "backreferences or possessive quantifiers)"
             ) from None
     problem = check(pattern)
     if problem:
@@ -164,7 +171,8 @@ def _walk(items: list, inside_repeat: bool) -> str | None:
             low, high, body = arg
             unbounded = high == _c.MAXREPEAT or high > 16
             if inside_repeat and high > 1:
-                return "nested quantifier (a repeated group contains another repeat); use a possessive quantifier like a++ or an atomic group"
+                return ("nested quantifier (a repeated group contains another repeat); use a possessive quantifier "
+                        "like a++ or an atomic group")
             if unbounded:
                 branchy = _ambiguous_alternation(list(body))
                 if branchy:
@@ -193,7 +201,8 @@ def _walk(items: list, inside_repeat: bool) -> str | None:
 def _ambiguous_alternation(body: list) -> str | None:
     """A repeated body holding alternatives that may start with the same character (the
     parser factors ``a|aa`` into ``a(?:|a)``, so an empty alternative counts too)."""
-    reason = "repeated alternatives that can match the same text (like (a|aa)*); make them start with distinct characters"
+    reason = ("repeated alternatives that can match the same text (like (a|aa)*); make them start with distinct "
+              "characters")
     for op, arg in body:
         if op == _c.SUBPATTERN:
             found = _ambiguous_alternation(list(arg[-1]))

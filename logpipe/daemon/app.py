@@ -11,8 +11,12 @@ Order of a graceful stop (SIGTERM/SIGINT), which is what makes it lose nothing:
 
 A second SIGTERM/SIGINT during the stop skips the wait for the sinks (step 3 at once).
 
-Every long-running task (delivery loops, housekeeping, snapshots, a removed sink's drain)
-belongs to one TaskGroup entered at ``start`` and left at ``shutdown``.
+Every long-running task (delivery loops, snapshots, a removed sink's drain) belongs to one
+TaskGroup entered at ``start`` and left at ``shutdown``.
+
+Idle costs nothing: no task polls. Delivery loops sleep on their buffers, the snapshot
+writer on a change of the table, the metadata reaper is one timer armed for the earliest
+expiry, and the API's aiohttp app is built on its first connection (``api_listener.py``).
 """
 
 from __future__ import annotations
@@ -21,17 +25,19 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from ..config import Config, MetadataSource, SyslogSource
 from ..metrics import Metrics
 from ..sources.metadata import RESULTS as ANNOUNCEMENT_RESULTS
+from . import views
 from .assemble import Graph, SinkUnit, assemble
+from .expiry import Reaper
 from .preflight import StartError, environment_problems, lock_data_dir
 from .snapshot import MetadataSnapshot
-from . import views
 
 __all__ = ["Daemon"]
 
@@ -50,8 +56,9 @@ class Daemon:
         self.log = structlog.get_logger().bind(component="daemon")
         self.started = time.time()
         self.snapshot = MetadataSnapshot(os.path.join(config.daemon.data_dir, "metadata.snapshot"), self.graph.table)
+        self.reaper = Reaper(self.graph.table)
         self.api_address: tuple[str, int] | None = None
-        self.api: Any = None  # api.ApiServer once started
+        self.api: Any = None  # api_listener.ApiServer once started
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -63,7 +70,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         metrics = self.metrics
         # Every metric the spec names exists from startup, even without a metadata source.
-        announcements = metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result", ("result",))
+        announcements = metrics.counter("logpipe_metadata_announcements_total", "Announcements received, by result",
+                                        ("result",))
         for result in ANNOUNCEMENT_RESULTS:
             announcements.labels(result)
         self.reloads = metrics.counter("logpipe_reloads_total", "Config reloads, by result", ("result",))
@@ -161,8 +169,10 @@ class Daemon:
             # The table is saved as often as its most eager source asks (0 = only at stop).
             interval = min((m.snapshot_interval_s for m in metadata.values() if m.snapshot_interval_s), default=0)
             if interval:
+                self.snapshot.watch()
                 self._housekeeping.append(self.spawn(self.snapshot.every(interval), "snapshots"))
-            self._housekeeping.append(self.spawn(self._expire_entries(), "expire"))
+        # Even without a metadata source: a worker's table is filled by its supervisor.
+        self.reaper.start()
         for source in self.graph.sources.values():
             await source.start()
         if self.config.api.address:
@@ -171,15 +181,10 @@ class Daemon:
         self.log.info("started", sources=sorted(self.graph.sources), sinks=sorted(self.sinks), pid=os.getpid())
 
     async def start_api(self, listen: str) -> None:
-        from ..api import ApiServer
+        from ..api_listener import ApiServer
 
         self.api = ApiServer(self)
         self.api_address = await self.api.start(listen)
-
-    async def _expire_entries(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.table.expire()
 
     async def shutdown(self) -> None:
         self.log.info("stopping")
@@ -189,6 +194,8 @@ class Daemon:
         if hold is not None:
             # Held lines go into the buffers while they still accept (the delivery promise).
             hold.flush()
+        self.reaper.stop()
+        self.snapshot.unwatch()
         if self.config.sources_of(MetadataSource):
             self.snapshot.save_now()
         for unit in self.sinks.values():

@@ -1,5 +1,12 @@
-"""The metadata table on disk: restored at start, saved every ``snapshot_interval_s`` and at
-stop, so a restart does not forget the containers that announced themselves."""
+"""The metadata table on disk: restored at start, saved at stop and within
+``snapshot_interval_s`` of a change, so a restart does not forget the containers that
+announced themselves.
+
+The writer sleeps until the table changes (``MetadataTable.on_change``), then waits the
+interval, gathering every change of that interval into one write. A table that does not
+change (an idle daemon; entries that only expire, which a restore skips anyway) is never
+rewritten and never wakes the loop.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ class MetadataSnapshot:
         self.path = path
         self.table = table
         self.log = structlog.get_logger().bind(component="metadata")
+        self._changed = asyncio.Event()
 
     def restore(self) -> None:
         try:
@@ -50,9 +58,19 @@ class MetadataSnapshot:
         except OSError as e:
             self.log.warning("metadata_snapshot_failed", path=self.path, error=e.strerror)
 
+    def watch(self) -> None:
+        """From now on a change of the table wakes ``every``."""
+        self.table.on_change = self._changed.set
+
+    def unwatch(self) -> None:
+        self.table.on_change = None
+
     async def every(self, interval_s: float) -> None:
+        """Save within ``interval_s`` of each change (after ``watch``); runs until cancelled."""
         while True:
+            await self._changed.wait()
             await asyncio.sleep(interval_s)
+            self._changed.clear()  # a change from here on is in this write or wakes the next
             try:
                 # Serialise on the loop (a consistent view), write in a thread.
                 await asyncio.to_thread(self.write, self.table.snapshot_bytes())
