@@ -8,6 +8,8 @@ import asyncio
 import glob
 import json
 import os
+import pathlib
+import re
 import socket
 import subprocess
 import time
@@ -15,7 +17,7 @@ import time
 import pytest
 
 from logpipe.batch import Batch
-from logpipe.config import loads
+from logpipe.config import ClickHouseSink, LogpipeSink, load, loads, parse_address
 from logpipe.daemon.app import Daemon
 from logpipe.daemon.views import stats
 from logpipe.sinks.base import SendError
@@ -377,6 +379,38 @@ def test_an_aggregator_refusing_the_token_is_passed_over_and_probed_back(tmp_pat
 
 def test_the_url_defaults_to_a_local_aggregator():
     assert loads('[sinks.s]\ntype = "logpipe"\n').sinks["s"].endpoint_urls() == ["http://127.0.0.1:8687"]
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def readme_topology() -> tuple[str, str]:
+    """The agent and aggregator configs the README's "Scaling out" section says to copy."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text[text.index("#### Agents and aggregators"):], re.S)
+    return (next(b for b in blocks if b.startswith("# agent.toml")),
+            next(b for b in blocks if b.startswith("# aggregator.toml")))
+
+
+@pytest.mark.parametrize("where", ["README", "config"])
+def test_the_shipped_topology_is_an_agent_over_several_aggregators_with_disk_buffers(where):
+    """What test_hop_process.py runs, in the shape users copy: README's blocks and
+    config/agent.toml + config/aggregator.toml."""
+    if where == "README":
+        agent, aggregator = (loads(text) for text in readme_topology())
+    else:
+        agent, aggregator = load(str(ROOT / "config/agent.toml")), load(str(ROOT / "config/aggregator.toml"))
+    (hop,) = [s for s in agent.sinks.values() if isinstance(s, LogpipeSink)]
+    source = aggregator.sources["agents"]
+    assert len(hop.endpoint_urls()) >= 2 and hop.url is None
+    for url in hop.endpoint_urls():
+        assert url.startswith("https://" if source.tls else "http://")
+        assert int(url.rsplit(":", 1)[1]) == parse_address(source.listen)[1]
+    assert hop.path == source.path and hop.token_file and hop.token_file == source.token_file
+    assert hop.buffer.type == "disk"
+    assert [s.buffer.type for s in aggregator.sinks.values()] == ["disk"]
+    (ch,) = aggregator.sinks.values()
+    assert isinstance(ch, ClickHouseSink) and ch.table == "logs_{service}"
 
 
 @pytest.mark.parametrize(
