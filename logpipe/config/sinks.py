@@ -303,31 +303,37 @@ class NatsSink(with_connection(_SinkBase, "_NatsSinkBase"), tag="nats"):  # type
         sink_fields_check(self)
 
 
-class LogpipeSink(_SinkBase, tag="logpipe"):
+class LogpipeSink(_HttpSinkBase, tag="logpipe"):
     """The sending end of the typed hop: batches POSTed as NDJSON to another logpipe's
-    ``type = "http"`` source (sinks/logpipe.py)."""
+    ``type = "http"`` source (sinks/logpipe.py); ``endpoints`` spreads them over several
+    aggregators with failover, as for every HTTP sink."""
 
-    url: str = "http://127.0.0.1:8687"  # the aggregator: scheme, host and port
+    default_url: ClassVar[str] = "http://127.0.0.1:8687"
+    url_pattern: ClassVar[re.Pattern] = re.compile(r"^https?://[^/\s@]+/?$")
+    url_expected: ClassVar[str] = "http(s)://HOST[:PORT]; no path (the path key) or credentials"
     path: str = "/logpipe/v1/events"  # the aggregator source's path
     token: str | None = None  # sent as "Authorization: Bearer TOKEN", never logged
     token_file: str | None = None  # trailing whitespace ignored
     token_env: str | None = None
     compression: Literal["none", "gzip"] = "gzip"
-    # https: CA bundle to verify the aggregator (system store when unset), client certificate.
+    # https: CA bundle to verify the aggregators (system store when unset), client certificate.
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
 
     def __post_init__(self) -> None:
-        if not re.match(r"^https?://[^/\s@]+/?$", self.url):
-            raise ValueError(f'url: expected "http(s)://HOST[:PORT]" (the path goes in the path key), got {self.url!r}')
+        self.check_endpoints()
         if not self.path.startswith("/") or any(c in self.path for c in "?# "):
             raise ValueError(f'path: expected "/SEGMENTS" without query or spaces, got {self.path!r}')
         check_secret_sources("token", [self.token, self.token_file, self.token_env])
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert: tls_cert and tls_key go together")
-        if not self.url.startswith("https://") and (self.tls_ca or self.tls_cert):
-            raise ValueError("url: tls_* keys need an https:// url")
+        if self.tls_ca or self.tls_cert:
+            if not self.endpoints and not self.endpoint_urls()[0].startswith("https://"):
+                raise ValueError("url: tls_* keys need an https:// url")
+            for i, url in enumerate(self.endpoints):
+                if not url.startswith("https://"):
+                    raise ValueError(f"endpoints.{i}: tls_* keys need https:// endpoints, got {url!r}")
 
 
 SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink, SyslogSink, ElasticsearchSink, NatsSink, LogpipeSink]

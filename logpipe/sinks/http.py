@@ -89,9 +89,10 @@ class HttpSink(Sink):
     health_path = "/"
     _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
-    def __init__(self, name: str, config: Any, *, gzip: bool, groups: list[list[str]] | None = None) -> None:
+    def __init__(self, name: str, config: Any, *, gzip: bool, groups: list[list[str]] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(name)
-        self._http = HttpPoster(f"{self.kind} {name}", config.request_timeout_s, 1 if gzip else None)
+        self._http = HttpPoster(f"{self.kind} {name}", config.request_timeout_s, 1 if gzip else None, ssl_context)
         sharded = groups is not None and len(groups) > 1
         self.pools = [
             EndpointPool(name, urls, probe=self.probe_endpoint, backoff_initial_s=config.retry_initial_ms / 1000,
