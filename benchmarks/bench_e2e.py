@@ -365,17 +365,75 @@ class VictoriaLogs:
 # --------------------------------------------------------------------------- shippers
 
 
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"no TOML for {v!r}")
+
+
+def dump_toml(doc: dict) -> str:
+    """A logpipe config's shape: top-level tables, [sources.NAME] and [sinks.NAME] tables,
+    everything deeper inline."""
+    lines = [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    for key, value in doc.items():
+        if not isinstance(value, dict):
+            continue
+        named = key in ("sources", "sinks")
+        tables = [(f"{key}.{json.dumps(n)}", t) for n, t in value.items()] if named else [(key, value)]
+        for header, table in tables:
+            lines.append(f"[{header}]")
+            lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def shipped_config(path: str, data_dir: str, sink_url: str, buffer: str) -> str:
+    """``path`` as a user ships it, made runnable here: listeners on ephemeral loopback ports,
+    every HTTP sink pointed at this run's destination, data_dir a temp dir; with buffer
+    "config" each sink keeps the file's buffer, otherwise it gets that one."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    doc.setdefault("daemon", {})["data_dir"] = data_dir
+    doc["daemon"]["log_format"] = "json"
+    doc["daemon"]["log_level"] = "info"
+    doc.setdefault("api", {})["listen"] = "127.0.0.1:0"
+    for source in doc.get("sources", {}).values():
+        for key in ("udp", "tcp"):
+            if key in source:
+                source[key] = "127.0.0.1:0"
+    for sink in doc.get("sinks", {}).values():
+        sink.pop("endpoints", None)
+        sink["url"] = sink_url
+        if buffer != "config":
+            sink["buffer"] = buffer_config(buffer)
+    return dump_toml(doc)
+
+
+def buffer_config(buffer: str) -> dict:
+    kind, _, mb = buffer.partition(":")  # "memory", "disk", "memory:32" = max_bytes in MiB
+    max_bytes = int(mb) * 1024 * 1024 if mb else (256 if kind == "memory" else 2048) * 1024 * 1024
+    return {"type": kind, "max_bytes": max_bytes, "when_full": "block"}
+
+
 class Logpipe:
     name = "logpipe"
 
-    def __init__(self, workdir: str, sink_url: str, compression: str, buffer: str, containers: list[dict], workers: int = 1,
-                 concurrency: int = 1) -> None:
+    def __init__(self, workdir: str, sink_url: str, compression: str, buffer: str, containers: list[dict],
+                 workers: int = 1, concurrency: int = 1, config_path: str | None = None,
+                 code_tree: str | None = None) -> None:
         from tests.helpers import DaemonProcess
 
         self.dir = tempfile.mkdtemp(prefix="logpipe-", dir=workdir)
-        kind, _, mb = buffer.partition(":")  # "memory", "disk", "memory:32" = max_bytes in MiB
-        max_bytes = int(mb) * 1024 * 1024 if mb else (256 if kind == "memory" else 2048) * 1024 * 1024
-        buffer_conf = f'{{ type = "{kind}", max_bytes = {max_bytes}, when_full = "block" }}'
+        buffer_conf = _toml_value(buffer_config(buffer)) if buffer != "config" else ""
         workers_line = f"workers = {workers}\n" if workers > 1 else ""
         hold_line = f"hold_ms = {os.environ['BENCH_HOLD_MS']}\n" if os.environ.get("BENCH_HOLD_MS") else ""
         config = f"""
@@ -401,7 +459,20 @@ concurrency = {concurrency}
 buffer = {buffer_conf}
 {os.environ.get("BENCH_SINK_EXTRA", "")}
 """
-        self.daemon = DaemonProcess(self.dir, config)
+        if config_path:
+            config = shipped_config(config_path, f"{self.dir}/data", sink_url, buffer)
+        # code_tree: another checkout's logpipe (a "before"), imported first by the daemon.
+        saved = os.environ.get("PYTHONPATH")
+        if code_tree:
+            os.environ["PYTHONPATH"] = code_tree
+        try:
+            self.daemon = DaemonProcess(self.dir, config)
+        finally:
+            if code_tree:
+                if saved is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = saved
         try:
             self._announce(containers)
         except BaseException:
@@ -629,6 +700,10 @@ def main() -> None:
     ap.add_argument("--buffer", default="memory", help="logpipe buffer(s), comma list: memory, disk, memory:MiB (max_bytes; default 256 MiB memory, 2 GiB disk)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--concurrency", default="2", help="logpipe sink concurrency value(s), comma list (batches in flight)")
+    ap.add_argument("--config", help="run logpipe with this config file (e.g. config/victorialogs.toml), rewritten for "
+                    "ephemeral loopback ports, this run's destination and a temp data_dir; --buffer 'config' keeps "
+                    "its buffer, another --buffer value replaces it; --compression/--concurrency do not apply")
+    ap.add_argument("--before", help="also run logpipe from this checkout (e.g. a worktree of 3350bb0), same variants")
     ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
     ap.add_argument("--_sink")
     ap.add_argument("--_send", nargs=4)
@@ -668,14 +743,25 @@ def main() -> None:
     udp_results: list[tuple[str, dict]] = []
     try:
         variants = []
-        if "logpipe" in only:
-            for comp in args.compression.split(","):
+        trees = [(None, "")] + ([(os.path.abspath(args.before), "before, ")] if args.before else [])
+        if "logpipe" in only and args.config:
+            for tree, tag in trees:
                 for buf in args.buffer.split(","):
-                    for conc in map(int, args.concurrency.split(",")):
-                        label = f"logpipe ({buf}" + (f", {comp}" if comp != "none" else "") + f", {conc} in flight" + \
-                            (f", {args.workers} workers" if args.workers > 1 else "") + ")"
-                        variants.append((label, lambda url, comp=comp, buf=buf, conc=conc:
-                                         Logpipe(workdir, url, comp, buf, cs, args.workers, conc)))
+                    # A "before" checkout runs its own version of the config file.
+                    path = os.path.join(tree, args.config) if tree and not os.path.isabs(args.config) else args.config
+                    label = f"logpipe ({tag}{os.path.basename(args.config)}" + \
+                        (f", {buf} buffer" if buf != "config" else "") + ")"
+                    variants.append((label, lambda url, buf=buf, tree=tree, path=path:
+                                     Logpipe(workdir, url, "", buf, cs, config_path=path, code_tree=tree)))
+        elif "logpipe" in only:
+            for tree, tag in trees:
+                for comp in args.compression.split(","):
+                    for buf in args.buffer.split(","):
+                        for conc in map(int, args.concurrency.split(",")):
+                            label = f"logpipe ({tag}{buf}" + (f", {comp}" if comp != "none" else "") + \
+                                f", {conc} in flight" + (f", {args.workers} workers" if args.workers > 1 else "") + ")"
+                            variants.append((label, lambda url, comp=comp, buf=buf, conc=conc, tree=tree:
+                                             Logpipe(workdir, url, comp, buf, cs, args.workers, conc, code_tree=tree)))
         if "syslog-ng" in only:
             variants.append(("syslog-ng 3.38", lambda url: SyslogNg(workdir, url)))
         for dest in ("sink", "vl"):

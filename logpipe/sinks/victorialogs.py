@@ -28,7 +28,7 @@ class VictoriaLogs(HttpSink):
     health_path = "/health"
 
     def __init__(self, name: str, config: VictoriaLogsSink) -> None:
-        super().__init__(name, config, gzip=config.compression == "gzip")
+        super().__init__(name, config, gzip=config.uses_gzip())
         params = {"_msg_field": "_msg", "_time_field": "_time"}
         if config.stream_fields:
             params["_stream_fields"] = ",".join(config.stream_fields)

@@ -70,6 +70,7 @@ class _TcpConnection(asyncio.Protocol):
         self._transport = transport
         owner.connections.add(self)
         owner.flow.register(transport)
+        owner.arm_idle_sweep()
         owner.log.debug("connection_opened", peer=self._ip, connections=len(owner.connections))
 
     def data_received(self, data: bytes) -> None:
@@ -301,26 +302,29 @@ class SyslogListeners:
         self.addresses["tcp"] = sock.getsockname()[:2]
         self.log.info("listening", protocol="tls" if tls else "tcp", address=show_address(self.addresses["tcp"]),
                       client_certificates=bool(tls and tls.client_ca))
-        if self.config.idle_timeout_s and self._idle_timer is None:
-            self._schedule_idle_sweep()
 
-    def _schedule_idle_sweep(self) -> None:
-        # One sweep for all connections, a few times per timeout: no timer per connection.
-        interval = max(0.1, min(self.config.idle_timeout_s / 4, 5.0)) if self.config.idle_timeout_s else 5.0
+    def arm_idle_sweep(self) -> None:
+        """One sweep for all connections, a few times per timeout: no timer per connection,
+        and none at all while no connection is open (an idle daemon is not woken for it)."""
+        timeout = self.config.idle_timeout_s
+        if not timeout or self._idle_timer is not None or not self.connections:
+            return
+        interval = max(0.1, min(timeout / 4, 5.0))
         self._idle_timer = asyncio.get_running_loop().call_later(interval, self._close_idle)
 
     def _close_idle(self) -> None:
-        self._schedule_idle_sweep()
+        self._idle_timer = None
         timeout = self.config.idle_timeout_s  # read each sweep: a reload may change it
-        if not timeout or self.flow.paused:
-            return  # off, or silent because we paused them rather than idle
-        cutoff = time.monotonic() - timeout
-        idle = [c for c in self.connections if c.last_data < cutoff and not c.closing]
-        for conn in idle:
-            conn.close()
-        if idle:
-            self.tcp_counters.idle_closed.inc(len(idle))
-            self.log.info("idle_connections_closed", connections=len(idle), idle_timeout_s=timeout)
+        if timeout and not self.flow.paused:  # paused connections are silent because of us
+            cutoff = time.monotonic() - timeout
+            idle = [c for c in self.connections if c.last_data < cutoff and not c.closing]
+            for conn in idle:
+                conn.close()
+            if idle:
+                self.tcp_counters.idle_closed.inc(len(idle))
+                self.log.info("idle_connections_closed", connections=len(idle), idle_timeout_s=timeout)
+        if any(not c.closing for c in self.connections):
+            self.arm_idle_sweep()
 
     def bind_changed(self, config: SyslogSource) -> dict:
         """Reload, step 1 (may raise BindError/ValueError, then nothing changed): check the new
@@ -370,6 +374,7 @@ class SyslogListeners:
             if old_server is not None:
                 old_server.close()  # stops accepting; its open connections keep running
                 self.log.info("stopped_listening", protocol="tcp", address=old_addresses.get("tcp"))
+        self.arm_idle_sweep()  # idle_timeout_s may have been switched on with connections open
 
     async def stop(self, quiet_s: float = 0.2, grace_s: float = 2.0) -> None:
         """Stop accepting; read what connections already sent (until each has been quiet

@@ -23,6 +23,20 @@ async def serve(handler):
     return runner, f"http://127.0.0.1:{port}"
 
 
+def test_compression_auto_is_none_for_loopback_and_gzip_for_any_other_host():
+    def gzip(**kw):
+        return VictoriaLogsSink(**kw).uses_gzip()
+
+    assert not gzip(url="http://127.0.0.1:9428")
+    assert not gzip(url="http://localhost:9428")
+    assert not gzip(endpoints=["http://[::1]:9428", "http://127.0.0.2:9428"])
+    assert gzip(url="http://victorialogs:9428")  # a name: cannot tell it is this host
+    assert gzip(endpoints=["http://127.0.0.1:9428", "http://10.0.0.5:9428"])
+    assert not gzip(url="http://10.0.0.5:9428", compression="none")
+    assert gzip(url="http://127.0.0.1:9428", compression="gzip")
+    assert VictoriaLogsSink().concurrency == 2
+
+
 def test_request_shape():
     seen = {}
 
@@ -35,7 +49,8 @@ def test_request_shape():
 
     async def scenario():
         runner, url = await serve(handler)
-        sink = VictoriaLogs("vl", VictoriaLogsSink(url=url, stream_fields=["service", "container_id"], account_id=3, project_id=4))
+        sink = VictoriaLogs("vl", VictoriaLogsSink(url=url, stream_fields=["service", "container_id"], account_id=3, project_id=4,
+                                                compression="gzip"))
         await sink.send(Batch("b1", [b'{"_msg":"a"}', b'{"_msg":"b"}'], 26, 0.0))
         await sink.close()
         await runner.cleanup()
