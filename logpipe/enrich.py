@@ -21,7 +21,8 @@ the entry's primary identifier; three plain dicts index it for the join. The cac
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cachetools
 import orjson

@@ -4,21 +4,20 @@ addresses read back from sockets, and a daemon fixture that runs in the test's l
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import threading
-import time
-from typing import Awaitable, Callable
-
 import gzip
 import http.server
 import json
+import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 import urllib.parse
 import urllib.request
+from collections.abc import Awaitable, Callable
 
 import orjson
 

@@ -201,4 +201,4 @@ def test_a_dead_sink_never_stalls_a_live_one(tmp_path, fake_vl):
     finally:
         assert daemon.stop() == 0
     lines = (tmp_path / "live.ndjson").read_bytes().splitlines()
-    assert sorted(int(orjson.loads(l)["_msg"].split()[1]) for l in lines) == list(range(5000))
+    assert sorted(int(orjson.loads(x)["_msg"].split()[1]) for x in lines) == list(range(5000))

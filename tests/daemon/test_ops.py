@@ -22,13 +22,13 @@ import urllib.request
 import pytest
 
 from logpipe.api import TapHub
-from logpipe.daemon.app import Daemon
 from logpipe.config import loads
+from logpipe.daemon.app import Daemon
 from logpipe.logs import RepeatLimiter
 from logpipe.metrics import Metrics
 
-from ..helpers import DaemonProcess, await_until, run_async, wait_until
-from ..helpers import FakeVictoriaLogs as FakeInsert, file_messages
+from ..helpers import DaemonProcess, await_until, file_messages, run_async, wait_until
+from ..helpers import FakeVictoriaLogs as FakeInsert
 
 SPEC_METRICS = {
     # name: label names, from the spec's "Precise rules" -> Metrics list

@@ -84,7 +84,7 @@ def store(request, tmp_path):
             events = []
             for name in sorted(os.listdir(tmp_path)):
                 if name.startswith("out") and name.endswith(".ndjson"):
-                    events += [json.loads(l) for l in (tmp_path / name).read_bytes().splitlines() if l]
+                    events += [json.loads(x) for x in (tmp_path / name).read_bytes().splitlines() if x]
             return [e for e in events if run_id in e.get("_msg", "")]
 
         yield f'type = "file"\npath = "{path}"', fetch

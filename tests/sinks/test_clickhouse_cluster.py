@@ -15,7 +15,7 @@ import pytest
 from logpipe.config import loads
 from logpipe.sinks.clickhouse import shard_of
 from tests.clickhouse_helpers import Delivery, event
-from tests.clickhouse_server import BINARY, ClickHouseServer, clickhouse, wait_for  # noqa: F401 - fixture
+from tests.clickhouse_server import BINARY, ClickHouseServer, wait_for
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.skipif(BINARY is None, reason="clickhouse-server is not installed (.ci/run installs it)")
@@ -35,7 +35,7 @@ def two_shards(tmp_path):
         for server in servers:
             server.add_config("cluster", f"<remote_servers><logs>{shards}</logs></remote_servers>")
         for server in servers:
-            wait_for(lambda: server.query("SELECT count() FROM system.clusters WHERE cluster = 'logs'").strip() == "2",
+            wait_for(lambda server=server: server.query("SELECT count() FROM system.clusters WHERE cluster = 'logs'").strip() == "2",
                      30, "the cluster config to be loaded")
             server.query("CREATE DATABASE logs")
             server.query(LOCAL)

@@ -56,7 +56,7 @@ class FakeClickHouse:
             return web.Response(text="")
         return web.Response(status=500, text=f"Code: 62, e.displayText() = unexpected query {query[:80]}")
 
-    async def __aenter__(self) -> "FakeClickHouse":
+    async def __aenter__(self) -> FakeClickHouse:
         app = web.Application()
         app.router.add_post("/", self.handle)
         self.runner = web.AppRunner(app)

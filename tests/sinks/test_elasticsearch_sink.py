@@ -14,7 +14,8 @@ from aiohttp import web
 
 from logpipe.batch import Batch
 from logpipe.buffer.memory import MemoryBuffer
-from logpipe.config import Batch as BatchConfig, ElasticsearchSink
+from logpipe.config import Batch as BatchConfig
+from logpipe.config import ElasticsearchSink
 from logpipe.deliver import DeadLetters, Deliverer
 from logpipe.metrics import Metrics
 from logpipe.sinks.base import PartialSendError, SendError
@@ -149,7 +150,7 @@ def test_deliverer_dead_letters_rejected_items_retries_429_items_and_acks_the_re
         docs = [orjson.loads(x)["_msg"] for x in lines[1::2]]
         requests.append(docs)
         statuses = [400 if d == "m1" else 429 if d == "m2" and len(requests) == 1 else 201 for d in docs]
-        stored.extend(d for d, s in zip(docs, statuses) if s == 201)
+        stored.extend(d for d, s in zip(docs, statuses, strict=True) if s == 201)
         return web.json_response(bulk_answer(statuses))
 
     async def scenario():

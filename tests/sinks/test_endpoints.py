@@ -60,7 +60,7 @@ class FakeStore:
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.mode == "ok" else 503, text="OK")
 
-    async def start(self) -> "FakeStore":
+    async def start(self) -> FakeStore:
         app = web.Application()
         app.router.add_post("/insert/jsonline", self.insert)
         app.router.add_get("/health", self.health)

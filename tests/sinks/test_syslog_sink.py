@@ -13,7 +13,8 @@ import pytest
 
 from logpipe.batch import Batch
 from logpipe.buffer.memory import MemoryBuffer
-from logpipe.config import Batch as BatchConfig, SyslogSink
+from logpipe.config import Batch as BatchConfig
+from logpipe.config import SyslogSink
 from logpipe.deliver import DeadLetters, Deliverer
 from logpipe.metrics import Metrics
 from logpipe.parse.framing import StreamFramer
