@@ -22,18 +22,13 @@ import pytest
 from logpipe.config import loads
 from logpipe.daemon.app import Daemon
 from logpipe.parse.metadata import sign
-from tests.helpers import await_until, run_async
+from tests.helpers import await_until, daemon_config, read_ndjson, run_async
 
 SECRET = "s3cr3t-hmac-key-do-not-log"
 
 
 def make_config(tmp_path, syslog="", metadata="", enrich="hold_ms = 2000", extra="") -> str:
-    return f"""
-[daemon]
-data_dir = "{tmp_path}/data"
-shutdown_timeout_s = 5
-[api]
-listen = "127.0.0.1:0"
+    return daemon_config(f"{tmp_path}/data", f"""
 [sources.syslog]
 udp = "127.0.0.1:0"
 tcp = "127.0.0.1:0"
@@ -48,15 +43,11 @@ type = "file"
 path = "events"
 batch = {{ max_age_ms = 20 }}
 {extra}
-"""
+""", shutdown_timeout_s=5)
 
 
 def stored(tmp_path) -> list[dict]:
-    try:
-        with open(f"{tmp_path}/data/events.ndjson", "rb") as f:
-            return [orjson.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return read_ndjson(f"{tmp_path}/data/events.ndjson")
 
 
 def stored_msg(tmp_path, text: str) -> dict | None:

@@ -21,7 +21,7 @@ from logpipe.metrics import Metrics
 from logpipe.sinks.base import PartialSendError, SendError
 from logpipe.sinks.elasticsearch import Elasticsearch, IndexTemplate
 
-from ..helpers import VictoriaLogsServer, await_until, run_async, victorialogs_bin
+from ..helpers import VictoriaLogsServer, await_until, run_async, serve_http, victorialogs_bin
 
 
 def batch(events: list[dict], batch_id: str = "b") -> Batch:
@@ -30,15 +30,7 @@ def batch(events: list[dict], batch_id: str = "b") -> Batch:
 
 
 async def serve(handler):
-    app = web.Application()
-    app.router.add_post("/_bulk", handler)
-    app.router.add_post("/es/_bulk", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}"
+    return await serve_http(("POST", "/_bulk", handler), ("POST", "/es/_bulk", handler))
 
 
 @pytest.mark.parametrize(
