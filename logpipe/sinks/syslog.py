@@ -51,6 +51,7 @@ import orjson
 from ..batch import Batch
 from ..config import SyslogSink as SyslogSinkConfig
 from ..config import parse_address
+from ..parse.body import scalar_text
 from .base import SendError, Sink
 
 __all__ = ["Syslog", "format_message", "MessageFormatter"]
@@ -99,13 +100,8 @@ def _param_name(name: str) -> str:
 
 
 def _param_value(value: object) -> str:
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (int, float)):
-        text = str(value)
-    else:
+    text = scalar_text(value)
+    if text is None:
         text = orjson.dumps(value).decode()
     return text.translate(_SD_ESCAPES)
 
