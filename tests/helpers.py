@@ -4,6 +4,7 @@ addresses read back from sockets, and a daemon fixture that runs in the test's l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import http.server
 import json
@@ -17,13 +18,13 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 
 __all__ = [
-    "wait_until", "await_until", "run_async", "serve_http", "daemon_config", "VictoriaLogsServer", "victorialogs_bin",
+    "wait_until", "await_until", "run_async", "running", "serve_http", "daemon_config", "VictoriaLogsServer", "victorialogs_bin",
     "DaemonProcess", "parse_host_port", "FakeVictoriaLogs", "stop_process", "read_ndjson", "file_messages",
 ]
 
@@ -102,6 +103,20 @@ def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value)  # strings quoted and escaped as TOML basic strings accept; numbers as they are
+
+
+@contextlib.asynccontextmanager
+async def running(config: Any, **options: Any) -> AsyncIterator[Any]:
+    """An in-process daemon for one scenario (``Daemon(config, **options)``), started, and
+    shut down however the scenario ends."""
+    from logpipe.daemon.app import Daemon
+
+    daemon = Daemon(config, **options)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.shutdown()
 
 
 def victorialogs_bin() -> str | None:

@@ -16,7 +16,7 @@ import pytest
 from logpipe.config import ConfigError, loads
 from logpipe.daemon.app import Daemon
 
-from ..helpers import await_until, daemon_config, read_ndjson, run_async
+from ..helpers import await_until, daemon_config, read_ndjson, run_async, running
 
 TOKEN = "hop-token-1"
 PATH = "/logpipe/v1/events"
@@ -83,13 +83,9 @@ class Hop:
 
 def run_hop(config_text: str, scenario, timeout: float = 30) -> None:
     async def main():
-        daemon = Daemon(loads(config_text))
-        await daemon.start()
-        try:
+        async with running(loads(config_text)) as daemon:
             async with aiohttp.ClientSession() as session:
                 await scenario(Hop(daemon, session))
-        finally:
-            await daemon.shutdown()
 
     run_async(main, timeout=timeout)
 

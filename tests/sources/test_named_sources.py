@@ -11,9 +11,8 @@ import subprocess
 import pytest
 
 from logpipe.config import SOURCE_TYPES, ConfigError, loads
-from logpipe.daemon.app import Daemon
 
-from ..helpers import await_until, daemon_config, read_ndjson, run_async
+from ..helpers import await_until, daemon_config, read_ndjson, run_async, running
 
 LINE = b"<14>Nov 21 10:00:00 web-1 app[7]: same line\n"
 
@@ -62,9 +61,7 @@ def test_two_syslog_sources_keep_their_own_timezone_and_name_their_events(tmp_pa
     config = loads(two_sources(str(tmp_path)))
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             plain, legacy = daemon.graph.sources["plain"], daemon.graph.sources["legacy"]
             await send(plain.addresses["tcp"], LINE)
             await send(legacy.addresses["tcp"], LINE)
@@ -72,8 +69,6 @@ def test_two_syslog_sources_keep_their_own_timezone_and_name_their_events(tmp_pa
             await await_until(lambda: len(read_ndjson(str(tmp_path / "legacy_only.ndjson"))) == 1, what="legacy routed")
             metrics = daemon.metrics.get("logpipe_received_events_total")
             assert metrics.value("plain", "tcp") == 1 and metrics.value("legacy", "tcp") == 1
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)
     stored = {e["logpipe_source"]: e for e in read_ndjson(str(tmp_path / "all.ndjson"))}
@@ -96,9 +91,7 @@ def test_a_tls_source_and_a_plain_source_in_one_daemon(tmp_path):
     config = loads(text)
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             await send(daemon.graph.sources["plain"].addresses["tcp"], b"<14>Nov 21 10:00:00 h app: over plain\n")
             context = ssl.create_default_context(cafile=cert)
             context.check_hostname = False
@@ -108,8 +101,6 @@ def test_a_tls_source_and_a_plain_source_in_one_daemon(tmp_path):
             writer.close()
             await await_until(lambda: len(read_ndjson(str(tmp_path / "all.ndjson"))) == 2, what="both stored")
             assert daemon.metrics.get("logpipe_received_events_total").value("legacy", "tls") == 1
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)
     by_source = {e["logpipe_source"]: e["_msg"] for e in read_ndjson(str(tmp_path / "all.ndjson"))}
@@ -122,9 +113,7 @@ def test_reload_adds_changes_and_removes_sources_while_another_streams(tmp_path)
     lines = 2000
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             plain = daemon.graph.sources["plain"]
             _, writer = await asyncio.open_connection(*plain.addresses["tcp"])
 
@@ -150,8 +139,6 @@ def test_reload_adds_changes_and_removes_sources_while_another_streams(tmp_path)
             writer.close()
             await await_until(lambda: len(read_ndjson(str(tmp_path / "all.ndjson"))) == lines, 20, "every streamed line")
             assert daemon.graph.sources["plain"] is plain  # untouched by the reloads
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=60)
     seqs = sorted(int(e["_msg"].rpartition("=")[2]) for e in read_ndjson(str(tmp_path / "all.ndjson")))
