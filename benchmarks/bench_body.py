@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import bench_e2e  # noqa: E402
 import bench_parse_mix  # noqa: E402
-
 from parse_versions import import_from_ref  # noqa: E402
 
 from logpipe.parse import syslog  # noqa: E402

@@ -488,11 +488,12 @@ buffer = {buffer_conf}
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for start in range(0, len(containers), 50):
                 group = containers[start:start + 50]
+                want = start + len(group)
                 for _attempt in range(20):
                     for c in group:
                         s.sendto(json.dumps(c).encode(), self.daemon.metadata)
                     try:
-                        wait(lambda: self.daemon.stats()["metadata_entries"] >= start + len(group), 1, "announcements")
+                        wait(lambda want=want: self.daemon.stats()["metadata_entries"] >= want, 1, "announcements")
                         break
                     except SystemExit:
                         continue

@@ -43,7 +43,7 @@ def one_pass(daemon: DaemonProcess, data: bytes, lines: int, already: int) -> tu
 
 
 def run(hold_ms: int, lines: int, passes: int) -> list[tuple[float, float]]:
-    text = [l.rstrip("\n") for l in CORPUS.read_text(encoding="utf-8", errors="replace").splitlines()]
+    text = [line.rstrip("\n") for line in CORPUS.read_text(encoding="utf-8", errors="replace").splitlines()]
     data = "".join(f"<14>{text[i % len(text)]}\n" for i in range(lines)).encode()
     workdir = tempfile.mkdtemp(prefix="bench-hold-")
     config = f"""

@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import bench_e2e  # noqa: E402
+from parse_versions import describe, import_from_ref  # noqa: E402
 
 from logpipe.parse.syslog import SyslogParser  # noqa: E402
-from parse_versions import describe, import_from_ref  # noqa: E402
 
 
 def kind(line: bytes) -> str:
@@ -91,7 +91,7 @@ def compare(ref: str, lines: list[bytes], groups: dict[str, list[bytes]], turns:
             for i, parser in enumerate(parsers):
                 best[i] = min(best[i], cpu_us_per_line(parser, group, rounds=1))
         if parse_body:
-            totals = [total + us * len(group) for total, us in zip(totals, best)]
+            totals = [total + us * len(group) for total, us in zip(totals, best, strict=True)]
         else:
             weighted = [total / len(lines) for total in totals]
             print(f"| weighted (the corpus mix) | 100 % | {weighted[0]:.2f} | {weighted[1]:.2f} "

@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import msgspec  # noqa: E402
+from timing import best_rate  # noqa: E402
 
 from logpipe.config import load  # noqa: E402
 from logpipe.enrich import Enricher, MetadataTable  # noqa: E402
 from logpipe.metrics import Metrics  # noqa: E402
 from logpipe.parse.syslog import SyslogParser  # noqa: E402
 from logpipe.transforms import Transforms  # noqa: E402
-from timing import best_rate  # noqa: E402
 
 CONFIG = ROOT / "config" / "clickhouse-http.toml"
 

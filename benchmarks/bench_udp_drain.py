@@ -52,7 +52,7 @@ def main() -> None:
                     cpu0 = e2e.cpu_seconds(daemon.pid)
                 finally:
                     os.kill(daemon.pid, signal.SIGCONT)
-                arrived, _ = e2e.wait_count(lambda: sink.lines() - base, args.datagrams, idle_timeout=5)
+                arrived, _ = e2e.wait_count(lambda base=base: sink.lines() - base, args.datagrams, idle_timeout=5)
                 us = 1e6 * (e2e.cpu_seconds(daemon.pid) - cpu0) / max(arrived, 1)
                 per_line.append(us)
                 print(f"{args.datagrams:,} queued: {arrived:,} arrived, kernel drops "

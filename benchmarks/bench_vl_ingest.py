@@ -25,10 +25,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import aiohttp  # noqa: E402
-
 import bench_e2e as be  # noqa: E402
-from logpipe.daemon.app import Daemon  # noqa: E402
+
 from logpipe.config import loads  # noqa: E402
+from logpipe.daemon.app import Daemon  # noqa: E402
 from logpipe.parse.framing import StreamFramer  # noqa: E402
 from logpipe.parse.metadata import Announcement  # noqa: E402
 

@@ -4,7 +4,7 @@ time, so another job on the shared machine slows a round without skewing the bes
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def best_rate(run_once: Callable[[], int], seconds: float, rounds: int = 5) -> float:

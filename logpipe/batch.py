@@ -49,7 +49,7 @@ class Batch:
             return self._lines
         return [b"\n".join([*self._records, b""])]  # type: ignore[list-item]
 
-    def split(self) -> tuple["Batch", "Batch"]:
+    def split(self) -> tuple[Batch, Batch]:
         """Two halves, for isolating a record the sink rejects; ids stay derivable."""
         records = self.records
         mid = len(records) // 2

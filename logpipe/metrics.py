@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["Metrics", "Counter", "Gauge", "Histogram", "Child"]
 
@@ -39,7 +39,7 @@ class _Family:
         self.labelnames = labelnames
 
     def _labels_text(self, values: tuple[str, ...], extra: str = "") -> str:
-        parts = [f'{k}="{_escape(v)}"' for k, v in zip(self.labelnames, values)]
+        parts = [f'{k}="{_escape(v)}"' for k, v in zip(self.labelnames, values, strict=True)]
         if extra:
             parts.append(extra)
         return "{" + ",".join(parts) + "}" if parts else ""
@@ -122,7 +122,7 @@ class _HistogramChild:
             return 0.0
         rank = q * self.count
         seen = 0
-        for bound, n in zip(self.bounds + (math.inf,), self.counts):
+        for bound, n in zip(self.bounds + (math.inf,), self.counts, strict=True):
             seen += n
             if seen >= rank:
                 return bound
@@ -150,7 +150,7 @@ class Histogram(_Family):
     def samples(self) -> Iterable[tuple[str, float]]:
         for values, child in sorted(self._children.items(), key=lambda kv: kv[0]):
             cumulative = 0
-            for bound, n in zip(child.bounds + (math.inf,), child.counts):
+            for bound, n in zip(child.bounds + (math.inf,), child.counts, strict=True):
                 cumulative += n
                 le = "+Inf" if bound == math.inf else _number(bound)
                 yield self.name + "_bucket" + self._labels_text(values, f'le="{le}"'), cumulative

@@ -195,11 +195,12 @@ class Replay:
         rate = self.options.rate
         started = time.monotonic()
         for source in self._sources:
-            position, done = self.checkpoint.position(source.key)
-            if done and not source.grew_past(position):
+            start, done = self.checkpoint.position(source.key)
+            if done and not source.grew_past(start):
                 continue
             self._current = source
-            for items, position in source.chunks(position):
+            position = start
+            for items, position in source.chunks(start):
                 if self._stop.is_set():
                     return
                 if not self._room.is_set():

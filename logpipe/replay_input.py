@@ -136,7 +136,7 @@ class SqliteTable(Source):
                 return
             position = rows[-1][0]
             self._done += len(rows)
-            yield [dict(zip(names[1:], row[1:])) for row in rows], position
+            yield [dict(zip(names[1:], row[1:], strict=True)) for row in rows], position
 
     def done_units(self) -> int:
         return self._done

@@ -54,20 +54,22 @@ def _hist(stats: dict, name: str, **match: str) -> tuple[float, float]:
     return count, total
 
 
-def _si(value: float) -> str:
-    for unit in ("", "k", "M", "G"):
-        if abs(value) < 1000:
-            return f"{value:.0f}{unit}" if unit == "" or value >= 100 else f"{value:.1f}{unit}"
-        value /= 1000
+def _scaled(value: float, step: int, units: tuple[str, ...]) -> str:
+    """``value`` in the largest unit it reaches: whole in the first unit and from 100 up,
+    one decimal below (``1.5k``)."""
+    for unit in units:
+        if abs(value) < step:
+            return f"{value:.0f}{unit}" if unit == units[0] or value >= 100 else f"{value:.1f}{unit}"
+        value /= step
     return f"{value:.0f}T"
+
+
+def _si(value: float) -> str:
+    return _scaled(value, 1000, ("", "k", "M", "G"))
 
 
 def _bytes(value: float) -> str:
-    for unit in ("B", "K", "M", "G"):
-        if abs(value) < 1024:
-            return f"{value:.0f}{unit}" if unit == "B" or value >= 100 else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.0f}T"
+    return _scaled(value, 1024, ("B", "K", "M", "G"))
 
 
 def _duration(seconds: float) -> str:

@@ -4,25 +4,29 @@ addresses read back from sockets, and a daemon fixture that runs in the test's l
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import threading
-import time
-from typing import Awaitable, Callable
-
+import contextlib
 import gzip
 import http.server
 import json
+import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 
-__all__ = ["wait_until", "await_until", "run_async", "VictoriaLogsServer", "victorialogs_bin", "DaemonProcess", "parse_host_port", "FakeVictoriaLogs", "stop_process", "file_messages"]
+__all__ = [
+    "wait_until", "await_until", "run_async", "running", "serve_http", "daemon_config", "VictoriaLogsServer", "victorialogs_bin",
+    "DaemonProcess", "parse_host_port", "FakeVictoriaLogs", "stop_process", "read_ndjson", "file_messages",
+]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -63,6 +67,56 @@ def run_async(coro_fn: Callable[[], Awaitable[object]], timeout: float = 60.0) -
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(bounded())
+
+
+async def serve_http(*routes: tuple[str, str, Callable], port: int = 0) -> tuple[Any, str]:
+    """A fake HTTP destination on loopback: aiohttp serving ``(method, path, handler)``
+    routes. Returns its runner (``await runner.cleanup()`` stops it) and base URL; ``port``
+    brings a stopped fake back on the address a sink already knows."""
+    from aiohttp import web
+
+    app = web.Application()
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{bound}"
+
+
+def daemon_config(data_dir: str, body: str, **daemon: object) -> str:
+    """A whole config: ``[daemon]`` with ``data_dir`` and the given options, the API on a
+    loopback port the kernel picks, then ``body`` (sources, enrich, sinks) as written."""
+    options = "".join(f"{key} = {_toml_value(value)}\n" for key, value in daemon.items())
+    return f'''[daemon]
+data_dir = "{data_dir}"
+{options}
+[api]
+listen = "127.0.0.1:0"
+
+{body}'''
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # strings quoted and escaped as TOML basic strings accept; numbers as they are
+
+
+@contextlib.asynccontextmanager
+async def running(config: Any, **options: Any) -> AsyncIterator[Any]:
+    """An in-process daemon for one scenario (``Daemon(config, **options)``), started, and
+    shut down however the scenario ends."""
+    from logpipe.daemon.app import Daemon
+
+    daemon = Daemon(config, **options)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.shutdown()
 
 
 def victorialogs_bin() -> str | None:
@@ -270,11 +324,20 @@ class FakeVictoriaLogs:
         self.server.server_close()
 
 
+def read_ndjson(path: str) -> list[dict]:
+    """The events on every complete line of an NDJSON file a file sink writes; none while it
+    does not exist yet. A line still being written (no newline yet) is left for the next poll."""
+    try:
+        with open(path, "rb") as f:
+            return [orjson.loads(line) for line in f if line.endswith(b"\n") and line.strip()]
+    except FileNotFoundError:
+        return []
+
+
 def file_messages(data_dir: str) -> list[str]:
     """The `_msg` of every event the file sinks named `delivered*` wrote under data_dir."""
     out = []
     for name in sorted(os.listdir(data_dir)):
         if name.startswith("delivered") and name.endswith(".ndjson"):
-            with open(os.path.join(data_dir, name), "rb") as f:
-                out += [json.loads(line)["_msg"] for line in f if line.strip()]
+            out += [event["_msg"] for event in read_ndjson(os.path.join(data_dir, name))]
     return out

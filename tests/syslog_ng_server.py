@@ -89,7 +89,7 @@ class SyslogNg:
                 )
             ports = [self.tcp_port] + ([self.tls_port] if self.certs else [])
 
-            def listening() -> bool:
+            def listening(ports: list[int] = ports) -> bool:
                 if self.proc.poll() is not None:
                     return True
                 return all(_accepts(port) for port in ports)

@@ -7,7 +7,7 @@ read as before. Every per-listener option lives on its source.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from msgspec import field
 
@@ -135,7 +135,7 @@ class HttpSource(_SourceBase, tag="http"):
         return [("listen", "tcp", self.listen)]
 
 
-SourceConfig = Union[SyslogSource, MetadataSource, NatsSource, HttpSource]
+SourceConfig = SyslogSource | MetadataSource | NatsSource | HttpSource
 SOURCE_TYPES: tuple[str, ...] = tuple(
     t.__struct_config__.tag for t in (SyslogSource, MetadataSource, NatsSource, HttpSource)  # type: ignore[misc]
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from msgspec import field
 
@@ -14,7 +14,7 @@ from .base import Base, PositiveInt
 # into a step once. Regexes are compiled here too so `logpipe validate` reports a bad or
 # unsafe one (logpipe/safe_regex.py) with its key path.
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 REDACT_PRESETS = ("email", "card_number", "bearer_token", "url_password")
 
 
@@ -144,18 +144,18 @@ class RouteTransform(_TransformBase, tag="route", kw_only=True):
             raise ValueError("when: route takes no when (each route has its own)")
 
 
-TransformConfig = Union[
-    DropTransform,
-    RedactTransform,
-    RenameTransform,
-    RemoveTransform,
-    SetTransform,
-    CoerceTransform,
-    ParseTransform,
-    SampleTransform,
-    ThrottleTransform,
-    RouteTransform,
-]
+TransformConfig = (
+    DropTransform
+    | RedactTransform
+    | RenameTransform
+    | RemoveTransform
+    | SetTransform
+    | CoerceTransform
+    | ParseTransform
+    | SampleTransform
+    | ThrottleTransform
+    | RouteTransform
+)
 
 
 def transform_problems(transforms: list, sinks: dict) -> list[tuple[tuple[str, ...], str]]:

@@ -14,7 +14,8 @@ The graph, in the order data flows:
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..buffer.base import Buffer
 from ..config import Config, HttpSource, MetadataSource, NatsSource, SourceConfig, SyslogSource, read_secret
@@ -23,7 +24,8 @@ from ..enrich import Enricher, MetadataTable
 from ..hold import Hold
 from ..metrics import Metrics
 from ..pipeline import Pipeline, SinkLane
-from ..sinks import Sink, build as build_sink
+from ..sinks import Sink
+from ..sinks import build as build_sink
 from ..sources.base import Source
 from ..sources.flow import FlowControl
 from ..transforms import Transforms

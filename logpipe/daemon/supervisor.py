@@ -378,7 +378,7 @@ class Supervisor:
         own: dict[str, Any] = {}
         for family in self.metrics.families():
             own[family.name] = {
-                (",".join(f"{k}={v}" for k, v in zip(family.labelnames, labels)) or "_"): value
+                (",".join(f"{k}={v}" for k, v in zip(family.labelnames, labels, strict=True)) or "_"): value
                 for labels, value in family.items()
             }
         merged: dict[str, Any] = own

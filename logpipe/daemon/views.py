@@ -28,7 +28,7 @@ def stats(graph: Graph, started: float) -> dict:
     for family in graph.metrics.families():
         series = {}
         for labels, value in family.items():
-            key = ",".join(f"{k}={v}" for k, v in zip(family.labelnames, labels)) or "_"
+            key = ",".join(f"{k}={v}" for k, v in zip(family.labelnames, labels, strict=True)) or "_"
             series[key] = value if not hasattr(value, "count") else {"count": value.count, "sum": value.sum}
         out["metrics"][family.name] = series
     listeners = out["listeners"] = {}

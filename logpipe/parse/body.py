@@ -55,6 +55,7 @@ __all__ = [
     "as_msg",
     "level_of",
     "normalize_level",
+    "scalar_text",
 ]
 
 # Header field names (spec): a body key with one of these names is stored as body.KEY,
@@ -259,6 +260,19 @@ def as_msg(value: object) -> str:
 
 
 _as_msg = as_msg
+
+
+def scalar_text(value: object) -> str | None:
+    """A JSON scalar as the text a label or an SD-PARAM carries: a string as is, a boolean
+    as ``true``/``false``, a number as Python writes it; ``None`` for anything else (null,
+    arrays, objects), which each caller handles its own way (refuse, or JSON text)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return None
 
 
 def level_of(fields: Mapping[str, object]) -> str | None:

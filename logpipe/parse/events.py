@@ -18,13 +18,14 @@ Contract:
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import msgspec
 
 __all__ = ["BadBody", "BodyTooLarge", "decode_events", "gunzip"]
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
-_DECODER = msgspec.json.Decoder(dict)
+_DECODER = msgspec.json.Decoder(dict[str, Any])
 _REASON_CHARS = 200
 
 
@@ -57,7 +58,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return b"".join(out)
 
 
-def decode_events(body: bytes) -> list[dict]:
+def decode_events(body: bytes) -> list[dict[str, Any]]:
     try:
         return _DECODER.decode_lines(body)
     except msgspec.DecodeError as e:

@@ -24,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from .body import scalar_text
+
 __all__ = ["Announcement", "AnnouncementError", "AnnouncementDecoder", "IDENTIFIERS", "sign"]
 
 IDENTIFIERS = ("ip", "hostname", "container_id")
@@ -106,13 +108,8 @@ class AnnouncementDecoder:
         for key, value in obj.items():
             if key in _NOT_LABELS:
                 continue
-            if isinstance(value, str):
-                text = value
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, (int, float)):
-                text = str(value)
-            else:
+            text = scalar_text(value)
+            if text is None:
                 raise AnnouncementError("malformed", f"label {key!r} is not a string")
             if not key or len(key.encode()) > self._max_key or len(text.encode()) > self._max_value:
                 raise AnnouncementError("malformed", f"label {key[:32]!r} is empty or too large")

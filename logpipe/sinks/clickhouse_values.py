@@ -17,7 +17,8 @@ import datetime as dt
 import math
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 

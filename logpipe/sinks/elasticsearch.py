@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import orjson
@@ -65,7 +65,7 @@ class IndexTemplate:
             if cached is not None:
                 return cached
             try:
-                when = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+                when = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
             except ValueError:
                 when = None
             if when is not None:
@@ -73,7 +73,7 @@ class IndexTemplate:
                     self._day_cache.clear()
                 self._day_cache[day] = when
                 return when
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def render(self, event: dict) -> str:
         when = self._when(event.get("_time")) if self.uses_time else None
@@ -156,7 +156,7 @@ class Elasticsearch(HttpSink):
             )
         rejected: list[tuple[bytes, str]] = []
         retry: list[bytes] = []
-        for record, item in zip(records, items):
+        for record, item in zip(records, items, strict=True):
             result = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
             status = result.get("status", 0) if isinstance(result, dict) else 0
             if isinstance(status, int) and 200 <= status < 300:

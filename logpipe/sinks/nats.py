@@ -321,7 +321,7 @@ class Nats(Sink):
                 await client.publish(subject, payload, reply=f"{self._inbox}.{token}", headers={"Nats-Msg-Id": f"{prefix}:{i}"})
                 self._published.inc()
             await asyncio.wait_for(asyncio.shield(pending.done), self.config.request_timeout_s)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             pass
         except Exception as e:  # disconnected mid-batch, outbound buffer full, ...
             pending.errors.append(f"{type(e).__name__}: {e}")

@@ -49,7 +49,9 @@ import time
 import orjson
 
 from ..batch import Batch
-from ..config import SyslogSink as SyslogSinkConfig, parse_address
+from ..config import SyslogSink as SyslogSinkConfig
+from ..config import parse_address
+from ..parse.body import scalar_text
 from .base import SendError, Sink
 
 __all__ = ["Syslog", "format_message", "MessageFormatter"]
@@ -98,13 +100,8 @@ def _param_name(name: str) -> str:
 
 
 def _param_value(value: object) -> str:
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (int, float)):
-        text = str(value)
-    else:
+    text = scalar_text(value)
+    if text is None:
         text = orjson.dumps(value).decode()
     return text.translate(_SD_ESCAPES)
 
@@ -245,7 +242,7 @@ class Syslog(Sink):
             )
         except ssl.SSLCertVerificationError as e:
             raise SendError(f"sending batch to syslog {what}: TLS verification failed: {e.verify_message}", retryable=True) from None
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+        except (TimeoutError, OSError, ssl.SSLError) as e:
             raise SendError(f"sending batch to syslog {what}: connecting: {type(e).__name__}: {e}", retryable=True) from None
         if self.ssl is not None:
             await self._await_tls_verdict(what)
@@ -260,7 +257,7 @@ class Syslog(Sink):
         assert reader is not None
         try:
             data = await asyncio.wait_for(reader.read(1), TLS_VERDICT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return  # no alert, no close: accepted
         except (OSError, ssl.SSLError) as e:
             await self._drop_connection()
@@ -277,7 +274,7 @@ class Syslog(Sink):
             writer.close()
             try:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            except (TimeoutError, OSError, ssl.SSLError):
                 pass
 
     async def _wait_acknowledged(self, writer: asyncio.StreamWriter) -> None:
@@ -291,7 +288,7 @@ class Syslog(Sink):
             if writer.is_closing() or (self._reader is not None and self._reader.at_eof()):
                 raise ConnectionResetError("connection closed before the peer acknowledged the batch")
             if time.monotonic() > deadline:
-                raise asyncio.TimeoutError(f"{pending} bytes unacknowledged after {self.timeout_s:.0f}s")
+                raise TimeoutError(f"{pending} bytes unacknowledged after {self.timeout_s:.0f}s")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.02)
 
@@ -310,7 +307,7 @@ class Syslog(Sink):
             writer.write(payload)
             await asyncio.wait_for(writer.drain(), self.timeout_s)
             await self._wait_acknowledged(writer)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+        except (TimeoutError, OSError, ssl.SSLError) as e:
             await self._drop_connection()
             raise SendError(
                 f"sending batch to syslog {self.protocol}://{self.host}:{self.port}: {type(e).__name__}: {e}", retryable=True

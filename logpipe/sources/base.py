@@ -16,7 +16,8 @@ pipeline (or, for metadata, announcements to the table).
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["BindError", "Source", "bind_or_explain", "release", "show_address"]
 

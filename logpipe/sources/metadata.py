@@ -26,7 +26,7 @@ RESULTS = ("ok", "removed", "malformed", "bad_hmac", "replayed", "not_allowed", 
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: "MetadataListener") -> None:
+    def __init__(self, owner: MetadataListener) -> None:
         self._owner = owner
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]

@@ -238,7 +238,7 @@ class NatsConsumer:
                 continue
             try:
                 messages = await subscription.fetch(min(self.config.fetch_messages, room), timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception as e:  # disconnected, reconnecting, consumer deleted, ...
                 if not failing:

@@ -4,7 +4,7 @@ matches, or change each event in place)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Step = Callable[[list[dict]], list[dict]]
 Predicate = Callable[[dict], bool]

@@ -7,7 +7,7 @@ configured default or removes the field, and counts the failure (per chunk).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import CoerceTransform
 from ..parse.timestamps import TimeValueReader

@@ -5,7 +5,7 @@ route. See the package docstring for the counters and the route's contract."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ..config import (
     CoerceTransform,
@@ -133,7 +133,7 @@ class Transforms:
         count_in, count_out, count_dropped = self._route_counts
         count_in.inc(len(events))
         if () in targets:
-            pairs = [(e, t) for e, t in zip(events, targets) if t != ()]
+            pairs = [(e, t) for e, t in zip(events, targets, strict=True) if t != ()]
             count_dropped.inc(len(events) - len(pairs))
             events, targets = [p[0] for p in pairs], [p[1] for p in pairs]
         count_out.inc(len(events))

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import (
     Condition,
@@ -83,7 +83,7 @@ def _template(text: str) -> Callable[[dict], object] | None:
 
     def render(e: dict) -> str:
         out = [literals[0]]
-        for name, literal in zip(names, literals[1:]):
+        for name, literal in zip(names, literals[1:], strict=True):
             v = e.get(name)
             out.append("" if v is None else as_text(v))
             out.append(literal)

@@ -66,7 +66,7 @@ def test_test_command_parses_enriches_and_prints_json_lines(tmp_path):
     lines = "<14>Nov 21 10:00:00 api-1 app[3]: hello\nnot syslog at all\n"
     result = logpipe("test", "-c", "config/logpipe.toml", "--metadata", str(tmp_path / "meta.jsonl"), "--source-ip", "10.0.0.1", stdin=lines)
     assert result.returncode == 0, result.stderr
-    first, second = [orjson.loads(l) for l in result.stdout.splitlines()]
+    first, second = [orjson.loads(out) for out in result.stdout.splitlines()]
     assert (first["_msg"], first["service"], first["app_name"], first["source_ip"]) == ("hello", "api", "app", "10.0.0.1")
     assert second["parse_error"] == "true" and second["_msg"] == "not syslog at all"
 

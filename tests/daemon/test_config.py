@@ -107,9 +107,8 @@ def test_example_configs_run(name, tmp_path, monkeypatch, request):
     import msgspec
 
     from logpipe.config import Config
-    from logpipe.daemon.app import Daemon
 
-    from ..helpers import run_async
+    from ..helpers import run_async, running
 
     raw = msgspec.to_builtins(load(str(ROOT / "config" / name)))
     nats_url: list[str] = []
@@ -155,14 +154,10 @@ def test_example_configs_run(name, tmp_path, monkeypatch, request):
     config = msgspec.convert(raw, Config)
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             bound = {f"{n}.{k}" for n, s in daemon.graph.sources.items() for k in s.addresses}
             expected = {f"{n}.{k}" for n, s in config.sources.items() for k, _, _ in s.listeners()}
             assert bound == expected
             assert set(daemon.sinks) == set(config.sinks)
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=60)

@@ -10,19 +10,11 @@ import time
 import orjson
 import pytest
 
-from ..helpers import DaemonProcess, FakeVictoriaLogs, wait_until
+from ..helpers import DaemonProcess, FakeVictoriaLogs, daemon_config, wait_until
 
 
 def config(data_dir: str, sink: str, *, syslog_extra: str = "", metadata_extra: str = "", batch: str = "") -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-log_format = "json"
-shutdown_timeout_s = 10
-
-[api]
-listen = "127.0.0.1:0"
-
+    return daemon_config(data_dir, f"""
 [sources.syslog]
 udp = "127.0.0.1:0"
 tcp = "127.0.0.1:0"
@@ -38,7 +30,7 @@ hold_ms = 0
 [sinks.out]
 {sink}
 batch = {batch or "{ max_events = 500, max_age_ms = 50 }"}
-"""
+""", log_format="json", shutdown_timeout_s=10)
 
 
 @pytest.fixture
@@ -201,4 +193,4 @@ def test_a_dead_sink_never_stalls_a_live_one(tmp_path, fake_vl):
     finally:
         assert daemon.stop() == 0
     lines = (tmp_path / "live.ndjson").read_bytes().splitlines()
-    assert sorted(int(orjson.loads(l)["_msg"].split()[1]) for l in lines) == list(range(5000))
+    assert sorted(int(orjson.loads(x)["_msg"].split()[1]) for x in lines) == list(range(5000))

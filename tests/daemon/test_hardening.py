@@ -19,21 +19,16 @@ import time
 import orjson
 import pytest
 
-from logpipe.daemon.app import Daemon
 from logpipe.config import loads
+from logpipe.daemon.app import Daemon
 from logpipe.parse.metadata import sign
-from tests.helpers import await_until, run_async
+from tests.helpers import await_until, daemon_config, read_ndjson, run_async
 
 SECRET = "s3cr3t-hmac-key-do-not-log"
 
 
 def make_config(tmp_path, syslog="", metadata="", enrich="hold_ms = 2000", extra="") -> str:
-    return f"""
-[daemon]
-data_dir = "{tmp_path}/data"
-shutdown_timeout_s = 5
-[api]
-listen = "127.0.0.1:0"
+    return daemon_config(f"{tmp_path}/data", f"""
 [sources.syslog]
 udp = "127.0.0.1:0"
 tcp = "127.0.0.1:0"
@@ -48,15 +43,11 @@ type = "file"
 path = "events"
 batch = {{ max_age_ms = 20 }}
 {extra}
-"""
+""", shutdown_timeout_s=5)
 
 
 def stored(tmp_path) -> list[dict]:
-    try:
-        with open(f"{tmp_path}/data/events.ndjson", "rb") as f:
-            return [orjson.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return read_ndjson(f"{tmp_path}/data/events.ndjson")
 
 
 def stored_msg(tmp_path, text: str) -> dict | None:
@@ -249,7 +240,9 @@ def test_forged_replayed_or_unsigned_announcements_change_nothing(tmp_path, monk
             udp_send(daemon.metadata.address, signed({**target, "ts": now}, "wrong-key"))  # forged
             udp_send(daemon.metadata.address, signed({**target, "ts": now - 3600}))  # replayed
             udp_send(daemon.metadata.address, signed(target))  # signed, no ts
-            results = lambda: {r: metric(daemon, "logpipe_metadata_announcements_total", r) for r in ("malformed", "bad_hmac", "replayed")}
+            def results() -> dict[str, float]:
+                return {r: metric(daemon, "logpipe_metadata_announcements_total", r) for r in ("malformed", "bad_hmac", "replayed")}
+
             await await_until(lambda: results() == {"malformed": 2, "bad_hmac": 1, "replayed": 1}, 5, "four rejections")
             assert len(daemon.table) == 0
             udp_send(daemon.metadata.address, signed({"hostname": "api-1", "service": "api", "ts": now}))
@@ -269,7 +262,9 @@ def test_announcements_beyond_the_rate_are_counted_rate_limited(tmp_path):
         try:
             for i in range(20):
                 udp_send(daemon.metadata.address, orjson.dumps({"hostname": f"h{i}"}))
-            count = lambda r: metric(daemon, "logpipe_metadata_announcements_total", r)
+            def count(result: str) -> float:
+                return metric(daemon, "logpipe_metadata_announcements_total", result)
+
             await await_until(lambda: count("ok") + count("rate_limited") == 20, 5)
             assert count("ok") <= 6 and count("rate_limited") >= 14
         finally:
@@ -396,7 +391,9 @@ def test_tls_client_without_a_valid_certificate_is_refused_one_with_it_works(tmp
         daemon = await started(make_config(tmp_path, syslog=tls, enrich="hold_ms = 0"))
         try:
             address = daemon.syslog.addresses["tcp"]
-            octets = lambda text: f"{len(line('c', text))} ".encode() + line("c", text)
+            def octets(text: str) -> bytes:
+                return f"{len(line('c', text))} ".encode() + line("c", text)
+
             no_cert = await _tls_send(address, _client_context(certs, None), octets("from a client without a cert"))
             rogue = await _tls_send(address, _client_context(certs, "rogue"), octets("from a rogue cert"))
             assert no_cert != "sent" and rogue != "sent", (no_cert, rogue)

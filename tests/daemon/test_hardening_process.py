@@ -8,17 +8,9 @@ import os
 import random
 import socket
 
-import orjson
+from tests.helpers import DaemonProcess, daemon_config, read_ndjson, wait_until
 
-from tests.helpers import DaemonProcess, wait_until
-
-CONFIG = """
-[daemon]
-data_dir = "data"
-log_format = "json"
-shutdown_timeout_s = 5
-[api]
-listen = "127.0.0.1:0"
+CONFIG = daemon_config("data", """
 [sources.syslog]
 udp = "127.0.0.1:0"
 tcp = "127.0.0.1:0"
@@ -31,7 +23,7 @@ hold_ms = 200
 type = "file"
 path = "events"
 batch = { max_age_ms = 20 }
-"""
+""", log_format="json", shutdown_timeout_s=5)
 
 
 def _junk() -> list[bytes]:
@@ -45,11 +37,7 @@ def _junk() -> list[bytes]:
 
 
 def _stored(workdir) -> list[dict]:
-    try:
-        with open(os.path.join(workdir, "data", "events.ndjson"), "rb") as f:
-            return [orjson.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return read_ndjson(os.path.join(workdir, "data", "events.ndjson"))
 
 
 def _good(n: int, via: str) -> bytes:

@@ -22,13 +22,12 @@ import urllib.request
 import pytest
 
 from logpipe.api import TapHub
-from logpipe.daemon.app import Daemon
 from logpipe.config import loads
 from logpipe.logs import RepeatLimiter
 from logpipe.metrics import Metrics
 
-from ..helpers import DaemonProcess, await_until, run_async, wait_until
-from ..helpers import FakeVictoriaLogs as FakeInsert, file_messages
+from ..helpers import DaemonProcess, await_until, file_messages, run_async, running, wait_until
+from ..helpers import FakeVictoriaLogs as FakeInsert
 
 SPEC_METRICS = {
     # name: label names, from the spec's "Precise rules" -> Metrics list
@@ -121,9 +120,7 @@ def test_every_spec_metric_exists_from_startup_and_counts_a_known_input(tmp_path
     config = loads(base_config(str(tmp_path), transform))
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             api = "%s:%d" % daemon.api_address
             metrics = await asyncio.to_thread(scrape, api)
             for name, labelnames in SPEC_METRICS.items():
@@ -158,8 +155,6 @@ def test_every_spec_metric_exists_from_startup_and_counts_a_known_input(tmp_path
             )
             writer.close()
             metrics = await asyncio.to_thread(scrape, api)
-        finally:
-            await daemon.shutdown()
         return metrics
 
     m = run_async(scenario, timeout=30)
@@ -187,9 +182,7 @@ def test_health_turns_503_while_the_sink_is_down_and_back_to_200(tmp_path):
         config = loads(base_config(str(tmp_path), sink=f'type = "victorialogs"\nurl = "{server.url}"'))
 
         async def scenario():
-            daemon = Daemon(config)
-            await daemon.start()
-            try:
+            async with running(config) as daemon:
                 url = "http://%s:%d/health" % daemon.api_address
                 status, body = await asyncio.to_thread(get, url)
                 assert (status, body) == (200, {"status": "ok"})
@@ -211,8 +204,6 @@ def test_health_turns_503_while_the_sink_is_down_and_back_to_200(tmp_path):
                 status, body = await health()
                 assert (status, body) == (200, {"status": "ok"})
                 writer.close()
-            finally:
-                await daemon.shutdown()
 
         run_async(scenario, timeout=30)
     finally:
@@ -451,9 +442,7 @@ def test_reload_binds_a_changed_tcp_address_before_closing_the_old_one(tmp_path)
     config = loads(text)
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             old_tcp = daemon.syslog.addresses["tcp"]
             _, kept = await asyncio.open_connection(*old_tcp)  # opened before, used after
             kept.write(syslog_lines("kept", 0, 10))
@@ -483,8 +472,6 @@ def test_reload_binds_a_changed_tcp_address_before_closing_the_old_one(tmp_path)
             await await_until(lambda: daemon.metrics.get("logpipe_sent_events_total").value("out") == 25, what="25 sent")
             kept.close()
             fresh.close()
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)
     messages = file_messages(str(tmp_path))
@@ -499,9 +486,7 @@ def test_reload_adds_and_removes_sinks_without_losing_buffered_events(tmp_path):
         config = loads(with_vl)
 
         async def scenario():
-            daemon = Daemon(config)
-            await daemon.start()
-            try:
+            async with running(config) as daemon:
                 _, writer = await asyncio.open_connection(*daemon.syslog.addresses["tcp"])
                 writer.write(syslog_lines("buffered", 0, 30))
                 await writer.drain()
@@ -523,8 +508,6 @@ def test_reload_adds_and_removes_sinks_without_losing_buffered_events(tmp_path):
                 assert len(server.messages) == 30
                 assert "vl" not in daemon.stats()["sinks"]
                 writer.close()
-            finally:
-                await daemon.shutdown()
 
         run_async(scenario, timeout=30)
     finally:
@@ -557,9 +540,7 @@ def test_post_reload_can_move_the_api_itself(tmp_path):
     path.write_text(text)
 
     async def scenario():
-        daemon = Daemon(loads(text), config_path=str(path))
-        await daemon.start()
-        try:
+        async with running(loads(text), config_path=str(path)) as daemon:
             old = "%s:%d" % daemon.api_address
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
@@ -573,7 +554,5 @@ def test_post_reload_can_move_the_api_itself(tmp_path):
             assert (status, body) == (200, {"status": "ok"})
             with pytest.raises(OSError):
                 await asyncio.open_connection(*old.split(":"))
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)

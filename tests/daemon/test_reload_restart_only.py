@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 
 from logpipe.config import loads
-from logpipe.daemon.app import Daemon
 
-from ..helpers import run_async
+from ..helpers import run_async, running
 
 BASE = """
 [daemon]
@@ -43,15 +42,11 @@ def test_reload_refuses_each_restart_only_setting_by_name(tmp_path, old, new, pr
     config = loads(text)
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             changed = text.replace(old, new) + '\n[sinks.extra]\ntype = "file"\npath = "extra"\n'
             assert await daemon.reload(loads(changed)) == [problem]
             assert list(daemon.sinks) == ["f"]  # nothing of the refused reload applied
             assert daemon.metrics.get("logpipe_reloads_total").value("refused") == 1
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)
 
@@ -67,15 +62,11 @@ def test_reload_applies_log_level_at_once(tmp_path):
     text = BASE.format(data_dir=tmp_path)
 
     async def scenario():
-        daemon = Daemon(loads(text))
-        await daemon.start()
-        try:
+        async with running(loads(text)) as daemon:
             assert await daemon.reload(loads(text.replace('log_level = "info"', 'log_level = "debug"'))) == []
             assert debug_on()
             assert await daemon.reload(loads(text)) == []
             assert not debug_on()
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)
 
@@ -84,12 +75,8 @@ def test_api_enabled_false_serves_nothing(tmp_path):
     text = BASE.format(data_dir=tmp_path).replace('[api]\nlisten = "127.0.0.1:0"', "[api]\nenabled = false")
 
     async def scenario():
-        daemon = Daemon(loads(text))
-        await daemon.start()
-        try:
+        async with running(loads(text)) as daemon:
             assert daemon.api is None and daemon.api_address is None
             assert "api" not in str(daemon.stats()["listeners"])
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)

@@ -277,7 +277,7 @@ def test_ndjson_time_and_message_keys_are_normalized_and_a_cut_first_line_spoils
     assert out[1]["body._time"] == "garbage" and out[3]["level"] == "warn"
     assert (summary["sent_events"], summary["time_missing_events"], summary["time_unreadable_events"]) == (5, 1, 1)
     assert summary["fallback_times"] == {str(source): mtime}
-    assert f"1 record(s) without _time and 1 with an unreadable one" in err and f"{source}: {mtime}" in err
+    assert "1 record(s) without _time and 1 with an unreadable one" in err and f"{source}: {mtime}" in err
 
 
 ROUTED = """

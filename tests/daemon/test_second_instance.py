@@ -12,7 +12,7 @@ from logpipe.daemon.app import Daemon
 from logpipe.daemon.preflight import StartError
 from logpipe.sources.base import BindError
 
-from ..helpers import run_async
+from ..helpers import run_async, running
 
 
 def config_text(data_dir: str, udp: str) -> str:
@@ -36,15 +36,11 @@ def test_a_second_daemon_with_the_same_udp_port_refuses_to_start(tmp_path):
     second = loads(config_text(str(tmp_path / "b"), f"127.0.0.1:{port}"))
 
     async def scenario():
-        daemon = Daemon(first)
-        await daemon.start()
-        try:
+        async with running(first):
             other = Daemon(second)
             with pytest.raises(BindError, match=rf"sources\.syslog\.udp: cannot bind 127\.0\.0\.1:{port}: Address already in use"):
                 await other.start()
             await other.shutdown()
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)
 
@@ -53,15 +49,11 @@ def test_a_second_daemon_with_the_same_data_dir_refuses_to_start(tmp_path):
     config = loads(config_text(str(tmp_path), "127.0.0.1:0"))
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config):
             other = Daemon(config)
             with pytest.raises(StartError, match=r"daemon\.data_dir: .* is in use by another logpipe \(pid \d+\)"):
                 await other.start()
             await other.shutdown()
-        finally:
-            await daemon.shutdown()
         # released at stop: a restart takes it
         again = Daemon(config)
         await again.start()

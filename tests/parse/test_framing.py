@@ -132,7 +132,7 @@ def test_feed_text_gives_the_messages_of_feed_decoded_as_the_parser_would(messag
     decoded += by_text.finish()
     assert [as_text(m) for m in decoded] == [as_text(m) for m in plain]
     # what comes back as bytes is exactly what feed() gives (Truncated included)
-    assert [type(m) for m in decoded if type(m) is not str] == [type(m) for m, d in zip(plain, decoded) if type(d) is not str]
+    assert [type(m) for m in decoded if type(m) is not str] == [type(m) for m, d in zip(plain, decoded, strict=True) if type(d) is not str]
 
 
 def test_feed_text_decodes_the_common_chunk_once_and_keeps_invalid_utf8_as_replacement():

@@ -8,7 +8,8 @@ import json
 import os
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logpipe.parse.events import BadBody, BodyTooLarge, decode_events, gunzip
 

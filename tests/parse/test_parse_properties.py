@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import calendar
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -99,7 +99,7 @@ def rfc5424_messages(draw):
         zone = timezone(timedelta(minutes=offset))
         local = stamp.replace(tzinfo=zone)
         wire_stamp = local.isoformat(timespec="microseconds")
-        utc = local.astimezone(timezone.utc).replace(tzinfo=None)
+        utc = local.astimezone(UTC).replace(tzinfo=None)
         expected["_time"] = utc.isoformat(timespec="microseconds") + "Z"
     sd_text = ""
     for sd_id, params in elements.items():
@@ -150,7 +150,7 @@ headerish = st.lists(st.sampled_from(_HEADER_FRAGMENTS), max_size=20).map(b"".jo
 def test_batch_fast_paths_give_the_per_line_event(lines: list[bytes], parse_body: bool) -> None:
     batch = SyslogParser(parse_body=parse_body).parse_lines(lines, RECV, "10.0.0.1")
     one = SyslogParser(parse_body=parse_body)
-    for line, event in zip(lines, batch):
+    for line, event in zip(lines, batch, strict=True):
         expected = one.parse(line, RECV, "10.0.0.1")
         assert (type(event), list(event.items())) == (type(expected), list(expected.items()))
 

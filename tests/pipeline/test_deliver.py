@@ -1,8 +1,8 @@
 """Delivery: retries until confirmed, splits to isolate rejected records, dead-letters them."""
 
 import glob
-import pathlib
 import os
+import pathlib
 
 import orjson
 import pytest

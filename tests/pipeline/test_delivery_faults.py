@@ -25,9 +25,9 @@ import pytest
 from logpipe.buffer import record
 
 from ..helpers import DaemonProcess as Logpipe
+from ..helpers import FakeVictoriaLogs as FakeInsert
+from ..helpers import file_messages, stop_process
 from ..helpers import wait_until as _wait_until
-from ..helpers import FakeVictoriaLogs as FakeInsert, file_messages
-from ..helpers import stop_process
 
 TIMEOUT = 60.0
 

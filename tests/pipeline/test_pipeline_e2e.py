@@ -22,7 +22,7 @@ import uuid
 import orjson
 import pytest
 
-from ..helpers import DaemonProcess, VictoriaLogsServer, victorialogs_bin, wait_until
+from ..helpers import DaemonProcess, VictoriaLogsServer, daemon_config, victorialogs_bin, wait_until
 
 HOSTNAME = socket.gethostname()  # what `logger` puts in its header
 CONTAINER_A = "a1b2c3d4e5f6" + "0" * 52  # announced from 127.0.0.5, joined by source ip
@@ -31,16 +31,8 @@ NEEDS_LOGGER = pytest.mark.skipif(shutil.which("logger") is None, reason="util-l
 VL_BIN = victorialogs_bin()
 
 
-def daemon_config(data_dir: str, sink: str) -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-log_format = "json"
-shutdown_timeout_s = 10
-
-[api]
-listen = "127.0.0.1:0"
-
+def store_config(data_dir: str, sink: str) -> str:
+    return daemon_config(data_dir, f"""
 [sources.syslog]
 udp = "127.0.0.1:0"
 tcp = "127.0.0.1:0"
@@ -55,7 +47,7 @@ hold_ms = 0
 [sinks.store]
 {sink}
 batch = {{ max_events = 1000, max_age_ms = 100 }}
-"""
+""", log_format="json", shutdown_timeout_s=10)
 
 
 def send_udp(address, payload: bytes, bind: str | None = None) -> None:
@@ -84,7 +76,7 @@ def store(request, tmp_path):
             events = []
             for name in sorted(os.listdir(tmp_path)):
                 if name.startswith("out") and name.endswith(".ndjson"):
-                    events += [json.loads(l) for l in (tmp_path / name).read_bytes().splitlines() if l]
+                    events += [json.loads(x) for x in (tmp_path / name).read_bytes().splitlines() if x]
             return [e for e in events if run_id in e.get("_msg", "")]
 
         yield f'type = "file"\npath = "{path}"', fetch
@@ -105,7 +97,7 @@ def store(request, tmp_path):
 @NEEDS_LOGGER
 def test_real_senders_stored_once_with_container_labels(tmp_path, store):
     sink_toml, fetch = store
-    daemon = DaemonProcess(str(tmp_path), daemon_config(str(tmp_path / "data"), sink_toml))
+    daemon = DaemonProcess(str(tmp_path), store_config(str(tmp_path / "data"), sink_toml))
     try:
         send_udp(daemon.metadata, orjson.dumps({"container_id": CONTAINER_A, "service": "api", "service_id": "svc-1"}), bind="127.0.0.5")
         send_udp(

@@ -18,8 +18,8 @@ from logpipe.config import ConfigError, loads
 from logpipe.enrich import Enricher, MetadataTable
 from logpipe.metrics import Metrics
 from logpipe.pipeline import Pipeline, SinkLane
-from logpipe.sources.flow import FlowControl
 from logpipe.safe_regex import ENGINE, check
+from logpipe.sources.flow import FlowControl
 from logpipe.transforms import Transforms
 
 from ..helpers import run_async

@@ -4,7 +4,6 @@ each server's config, a Distributed table over plain MergeTree tables: no ZooKee
 
 from __future__ import annotations
 
-import asyncio
 import os
 import urllib.parse
 import urllib.request
@@ -15,8 +14,8 @@ import pytest
 from logpipe.config import loads
 from logpipe.sinks.clickhouse import shard_of
 from tests.clickhouse_helpers import Delivery, event
-from tests.clickhouse_server import BINARY, ClickHouseServer, clickhouse, wait_for  # noqa: F401 - fixture
-from tests.helpers import free_port
+from tests.clickhouse_server import BINARY, ClickHouseServer, wait_for
+from tests.helpers import free_port, run_async
 
 pytestmark = pytest.mark.skipif(BINARY is None, reason="clickhouse-server is not installed (.ci/run installs it)")
 
@@ -35,7 +34,7 @@ def two_shards(tmp_path):
         for server in servers:
             server.add_config("cluster", f"<remote_servers><logs>{shards}</logs></remote_servers>")
         for server in servers:
-            wait_for(lambda: server.query("SELECT count() FROM system.clusters WHERE cluster = 'logs'").strip() == "2",
+            wait_for(lambda server=server: server.query("SELECT count() FROM system.clusters WHERE cluster = 'logs'").strip() == "2",
                      30, "the cluster config to be loaded")
             server.query("CREATE DATABASE logs")
             server.query(LOCAL)
@@ -57,7 +56,7 @@ def deliver(config_text: str, tmp_path, records: list[bytes]) -> Delivery:
         await delivery.finish(timeout=60)
         return delivery
 
-    return asyncio.run(scenario())
+    return run_async(scenario)
 
 
 def services_on(server: ClickHouseServer) -> Counter:

@@ -4,7 +4,6 @@ through with their pins, and the catch-up merge of a backlog into fewer inserts.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import pytest
@@ -14,7 +13,7 @@ from logpipe.config import loads
 from logpipe.sinks.base import SendError
 from logpipe.sinks.clickhouse import ClickHouse, shard_of
 from tests.clickhouse_helpers import Delivery, event
-from tests.helpers import free_port
+from tests.helpers import free_port, run_async
 from tests.sinks.test_clickhouse_sink import FakeClickHouse
 
 ASYNC_SERVER = ("insert_deduplication_token", "async_insert", "async_insert_deduplicate", "wait_for_async_insert",
@@ -36,7 +35,7 @@ def test_settings_pass_through_with_the_pins_the_server_knows():
             await sink.close()
             return fake.inserts[0]["params"]
 
-    params = asyncio.run(scenario())
+    params = run_async(scenario)
     assert params["async_insert"] == "1" and params["max_insert_block_size"] == "100000"
     # An insert is confirmed only once stored, and its token is honoured under async inserts.
     assert params["wait_for_async_insert"] == "1" and params["async_insert_deduplicate"] == "1"
@@ -51,7 +50,7 @@ def test_async_inserts_are_turned_off_where_they_would_ignore_the_token():
             await sink.close()
             return fake.inserts[0]["params"]
 
-    params = asyncio.run(scenario())
+    params = run_async(scenario)
     assert params["async_insert"] == "0" and params["wait_for_async_insert"] == "1"
     assert "async_insert_deduplicate" not in params  # unknown to this server: not sent
 
@@ -65,7 +64,7 @@ def test_a_setting_the_server_does_not_know_is_a_loud_retryable_error():
             await sink.close()
             return caught.value, fake.inserts
 
-    error, inserts = asyncio.run(scenario())
+    error, inserts = run_async(scenario)
     assert error.retryable and "server 18.16.1 has no setting(s) settings.async_insert" in str(error)
     assert inserts == []
 
@@ -85,7 +84,7 @@ def test_rows_go_to_the_shard_their_value_picks_and_a_dead_first_replica_is_skip
             await sink.close()
             return a.inserts, b.inserts, snapshot, dead
 
-    a_inserts, b_inserts, snapshot, dead = asyncio.run(scenario())
+    a_inserts, b_inserts, snapshot, dead = run_async(scenario)
     on_a = Counter(row["service"] for i in a_inserts for row in i["rows"] if "service" in row)
     on_b = Counter(row["service"] for i in b_inserts for row in i["rows"] if "service" in row)
     assert on_a and on_b and sum(on_a.values()) + sum(on_b.values()) == 120
@@ -105,7 +104,7 @@ def test_a_backlog_is_merged_into_fewer_inserts(catch_up, expected, tmp_path):
             await delivery.finish()
             return fake.inserts
 
-    inserts = asyncio.run(scenario())
+    inserts = run_async(scenario)
     assert [len(i["rows"]) for i in inserts] == expected
     assert sorted(row["msg"] if "msg" in row else row["_msg"] for i in inserts for row in i["rows"]) == sorted(
         f"line {i}" for i in range(500))

@@ -9,8 +9,8 @@ import time
 import orjson
 import pytest
 
-from logpipe.sinks.clickhouse_values import TableSchema
 from logpipe.sinks.clickhouse_ddl import create_table_sql
+from logpipe.sinks.clickhouse_values import TableSchema
 from tests.clickhouse_helpers import event, sink_config
 
 chdb_session = pytest.importorskip("chdb.session", reason="chdb (modern ClickHouse in-process) is not installed")

@@ -12,6 +12,7 @@ import pytest
 
 from tests.clickhouse_helpers import Delivery, event, sink_config
 from tests.clickhouse_server import PASSWORD, USER, wait_for
+from tests.helpers import run_async
 
 pytestmark = pytest.mark.clickhouse
 
@@ -49,7 +50,7 @@ def test_two_services_land_in_their_own_tables_with_typed_columns(clickhouse, tm
         await d.finish()
         return d
 
-    d = asyncio.run(scenario())
+    d = run_async(scenario)
     assert rows(clickhouse, "SELECT ts, service, status, bytes, msg FROM logs.logs_api ORDER BY msg") == [
         {"ts": "2024-05-01 10:00:00", "service": "api", "status": 200, "bytes": "1000", "msg": "line 0"},
         {"ts": "2024-05-01 10:00:01", "service": "api", "status": 200, "bytes": "1001", "msg": "line 1"},
@@ -81,7 +82,7 @@ def test_one_bad_row_is_dead_lettered_and_every_other_row_of_every_table_stored_
         await d.finish()
         return d
 
-    d = asyncio.run(scenario())
+    d = run_async(scenario)
     api = [r["msg"] for r in rows(clickhouse, "SELECT msg FROM logs.logs_api")]
     worker = [r["msg"] for r in rows(clickhouse, "SELECT msg FROM logs.logs_worker")]
     assert sorted(api) == sorted(f"line {i}" for i in range(1, 40, 2) if i != 17)
@@ -115,7 +116,7 @@ def test_server_stopped_and_restarted_loses_and_duplicates_nothing(clickhouse, t
         await d.finish()
         return d
 
-    d = asyncio.run(scenario())
+    d = run_async(scenario, timeout=outage_s + 90)
     got = rows(clickhouse, "SELECT msg, count() AS n FROM logs.app GROUP BY msg")
     assert len(got) == 300 and {r["n"] for r in got} == {"1"}
     assert d.dead_letters() == []
@@ -135,7 +136,7 @@ def test_missing_table_is_retried_until_it_exists(clickhouse, tmp_path):
         await d.finish()
         return d
 
-    d = asyncio.run(scenario())
+    d = run_async(scenario)
     assert int(clickhouse.query("SELECT count() FROM logs.app")) == 25
     assert int(clickhouse.query("SELECT uniqExact(msg) FROM logs.app")) == 25
     assert d.dead_letters() == []
@@ -150,7 +151,7 @@ def test_create_table_makes_the_recommended_old_server_table(clickhouse, tmp_pat
         d.start()
         await d.finish()
 
-    asyncio.run(scenario())
+    run_async(scenario)
     assert int(clickhouse.query("SELECT count() FROM logs.logs_api")) == 5
     assert rows(clickhouse, "SELECT _time, service, level, _msg FROM logs.logs_web") == [
         {"_time": "2024-05-01 10:00:09", "service": "web", "level": "info", "_msg": "line 9"}
@@ -171,7 +172,7 @@ def test_inserts_into_one_table_are_spaced_by_the_minimum_interval(clickhouse, t
         d.start()
         await d.finish()
 
-    asyncio.run(scenario())
+    run_async(scenario)
     parts = rows(clickhouse, "SELECT toUInt64(modification_time) AS t FROM system.parts WHERE database = 'logs' AND table = 'app'")
     times = sorted(int(p["t"]) for p in parts)
     assert len(times) == 3 and times[-1] - times[0] >= 0  # three inserts, one part each

@@ -3,8 +3,6 @@ small aiohttp server on 127.0.0.1 that speaks enough of ClickHouse's HTTP interf
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
 from aiohttp import web
@@ -13,6 +11,7 @@ from logpipe.batch import Batch
 from logpipe.sinks.base import SendError
 from logpipe.sinks.clickhouse import ClickHouse, classify, converter, parse_timestamp
 from tests.clickhouse_helpers import Delivery, event, sink_config
+from tests.helpers import run_async, serve_http
 
 TYPES = {"ts": "DateTime64(3)", "d": "DateTime", "level": "LowCardinality(String)", "status": "UInt16", "msg": "String", "service": "String"}
 
@@ -56,15 +55,8 @@ class FakeClickHouse:
             return web.Response(text="")
         return web.Response(status=500, text=f"Code: 62, e.displayText() = unexpected query {query[:80]}")
 
-    async def __aenter__(self) -> "FakeClickHouse":
-        app = web.Application()
-        app.router.add_post("/", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+    async def __aenter__(self) -> FakeClickHouse:
+        self.runner, self.url = await serve_http(("POST", "/", self.handle))
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -83,7 +75,7 @@ def test_insert_request_has_credentials_in_headers_gzip_body_and_dedup_token():
             await sink.close()
             return fake
 
-    fake = asyncio.run(scenario())
+    fake = run_async(scenario)
     by_table = {i["table"]: i for i in fake.inserts}
     assert set(by_table) == {"logs_api", "other"}
     api = by_table["logs_api"]
@@ -107,7 +99,7 @@ def test_without_columns_every_field_is_sent_with_skip_unknown_fields_and_no_tok
             await sink.close()
             return fake
 
-    insert = asyncio.run(scenario()).inserts[0]
+    insert = run_async(scenario).inserts[0]
     assert insert["params"]["input_format_skip_unknown_fields"] == "1"
     assert "insert_deduplication_token" not in insert["params"]
     assert "Content-Encoding" not in insert["headers"]
@@ -125,7 +117,7 @@ def test_a_table_that_fails_retryably_does_not_make_the_other_table_insert_twice
             await d.finish()
             return fake
 
-    fake = asyncio.run(scenario())
+    fake = run_async(scenario)
     assert [i["table"] for i in fake.inserts].count("logs_api") == 1
     assert [i["table"] for i in fake.inserts].count("logs_worker") == 1
     assert sorted(r["msg"] for i in fake.inserts for r in i["rows"]) == sorted(f"line {i}" for i in range(10))
@@ -142,7 +134,7 @@ def test_a_data_error_naming_a_row_inserts_the_rest_at_once_and_dead_letters_tha
             await d.finish()
             return fake, d
 
-    fake, d = asyncio.run(scenario())
+    fake, d = run_async(scenario)
     # The rest in one insert (one part, not a bisection's worth); "line 2" then fails alone.
     assert [[r["msg"] for r in i["rows"]] for i in fake.inserts] == [["line 0", "line 1", "line 3", "line 4", "line 5"]]
     dead = d.dead_letters()
@@ -160,7 +152,7 @@ def test_missing_table_is_retryable_and_logged_once_per_streak(tmp_path, capsys)
             await d.finish()
             return fake, d
 
-    fake, d = asyncio.run(scenario())
+    fake, d = run_async(scenario)
     out = capsys.readouterr().out
     assert out.count("clickhouse_table_missing") == 1 and out.count("clickhouse_table_found") == 1
     assert len(fake.inserts) == 1 and len(fake.inserts[0]["rows"]) == 3 and d.dead_letters() == []
@@ -248,7 +240,7 @@ def test_a_configured_column_the_table_lacks_is_retried_not_dead_lettered():
             await sink.close()
             return caught.value
 
-    error = asyncio.run(scenario())
+    error = run_async(scenario)
     assert error.retryable and "has no column(s) nope" in str(error)
 
 

@@ -14,13 +14,14 @@ from aiohttp import web
 
 from logpipe.batch import Batch
 from logpipe.buffer.memory import MemoryBuffer
-from logpipe.config import Batch as BatchConfig, ElasticsearchSink
+from logpipe.config import Batch as BatchConfig
+from logpipe.config import ElasticsearchSink
 from logpipe.deliver import DeadLetters, Deliverer
 from logpipe.metrics import Metrics
 from logpipe.sinks.base import PartialSendError, SendError
 from logpipe.sinks.elasticsearch import Elasticsearch, IndexTemplate
 
-from ..helpers import VictoriaLogsServer, await_until, run_async, victorialogs_bin
+from ..helpers import VictoriaLogsServer, await_until, run_async, serve_http, victorialogs_bin
 
 
 def batch(events: list[dict], batch_id: str = "b") -> Batch:
@@ -29,15 +30,7 @@ def batch(events: list[dict], batch_id: str = "b") -> Batch:
 
 
 async def serve(handler):
-    app = web.Application()
-    app.router.add_post("/_bulk", handler)
-    app.router.add_post("/es/_bulk", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}"
+    return await serve_http(("POST", "/_bulk", handler), ("POST", "/es/_bulk", handler))
 
 
 @pytest.mark.parametrize(
@@ -149,7 +142,7 @@ def test_deliverer_dead_letters_rejected_items_retries_429_items_and_acks_the_re
         docs = [orjson.loads(x)["_msg"] for x in lines[1::2]]
         requests.append(docs)
         statuses = [400 if d == "m1" else 429 if d == "m2" and len(requests) == 1 else 201 for d in docs]
-        stored.extend(d for d, s in zip(docs, statuses) if s == 201)
+        stored.extend(d for d, s in zip(docs, statuses, strict=True) if s == 201)
         return web.json_response(bulk_answer(statuses))
 
     async def scenario():

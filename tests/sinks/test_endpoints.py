@@ -19,7 +19,7 @@ from logpipe.deliver import DeadLetters, Deliverer
 from logpipe.metrics import Metrics
 from logpipe.sinks import build
 from logpipe.sinks.base import SendError
-from tests.helpers import await_until, run_async
+from tests.helpers import await_until, run_async, serve_http
 
 
 class FakeStore:
@@ -60,15 +60,10 @@ class FakeStore:
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.mode == "ok" else 503, text="OK")
 
-    async def start(self) -> "FakeStore":
-        app = web.Application()
-        app.router.add_post("/insert/jsonline", self.insert)
-        app.router.add_get("/health", self.health)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async def start(self) -> FakeStore:
+        self.runner, url = await serve_http(("POST", "/insert/jsonline", self.insert), ("GET", "/health", self.health),
+                                            port=self.port)
+        self.port = int(url.rpartition(":")[2])
         return self
 
     async def stop(self) -> None:

@@ -14,7 +14,8 @@ import pytest
 
 from logpipe.batch import Batch
 from logpipe.buffer.memory import MemoryBuffer
-from logpipe.config import Batch as BatchConfig, FileSink
+from logpipe.config import Batch as BatchConfig
+from logpipe.config import FileSink
 from logpipe.deliver import DeadLetters, Deliverer
 from logpipe.metrics import Metrics
 from logpipe.sinks.base import SendError
@@ -39,8 +40,8 @@ def test_rotates_by_size_and_keeps_at_most_keep_files(tmp_path):
     run_async(scenario)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["events.1.ndjson", "events.2.ndjson", "events.ndjson"]
-    newest = [orjson.loads(l)["_msg"] for l in (tmp_path / "events.ndjson").read_bytes().splitlines()]
-    previous = [orjson.loads(l)["_msg"] for l in (tmp_path / "events.1.ndjson").read_bytes().splitlines()]
+    newest = [orjson.loads(x)["_msg"] for x in (tmp_path / "events.ndjson").read_bytes().splitlines()]
+    previous = [orjson.loads(x)["_msg"] for x in (tmp_path / "events.1.ndjson").read_bytes().splitlines()]
     assert newest == [f"m{i}" for i in range(90, 100)]
     assert previous == [f"m{i}" for i in range(80, 90)]
 
@@ -54,7 +55,7 @@ def test_appends_across_restarts(tmp_path):
 
     run_async(scenario)
     lines = (tmp_path / "out.ndjson").read_bytes().splitlines()
-    assert [orjson.loads(l)["_msg"] for l in lines] == [f"m{i}" for i in range(10)]
+    assert [orjson.loads(x)["_msg"] for x in lines] == [f"m{i}" for i in range(10)]
 
 
 # --- rotation by someone else: the sink follows the path ---------------------------------

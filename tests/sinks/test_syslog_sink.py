@@ -13,7 +13,8 @@ import pytest
 
 from logpipe.batch import Batch
 from logpipe.buffer.memory import MemoryBuffer
-from logpipe.config import Batch as BatchConfig, SyslogSink
+from logpipe.config import Batch as BatchConfig
+from logpipe.config import SyslogSink
 from logpipe.deliver import DeadLetters, Deliverer
 from logpipe.metrics import Metrics
 from logpipe.parse.framing import StreamFramer
@@ -342,15 +343,10 @@ def test_daemon_forwards_enriched_lines_to_syslog_ng_over_tls(syslog_ng, tmp_pat
     """The whole path: RFC 3164 lines over TCP into the daemon, joined with an announced
     container's labels, through a disk buffer and the TLS syslog sink into syslog-ng;
     the labels and the body fields arrive as structured data."""
-    from ..helpers import DaemonProcess
+    from ..helpers import DaemonProcess, daemon_config
 
     c = syslog_ng.certs
-    config = f"""
-[daemon]
-data_dir = "{tmp_path}/data"
-log_format = "json"
-[api]
-listen = "127.0.0.1:0"
+    config = daemon_config(f"{tmp_path}/data", f"""
 [sources.syslog]
 tcp = "127.0.0.1:0"
 [sources.metadata]
@@ -366,7 +362,7 @@ tls_cert = "{c['client_cert']}"
 tls_key = "{c['client_key']}"
 buffer = {{ type = "disk" }}
 batch = {{ max_events = 100, max_age_ms = 20 }}
-"""
+""", log_format="json")
     daemon = DaemonProcess(str(tmp_path), config)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:

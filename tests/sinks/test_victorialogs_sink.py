@@ -9,18 +9,11 @@ from logpipe.config import VictoriaLogsSink
 from logpipe.sinks.base import SendError
 from logpipe.sinks.victorialogs import VictoriaLogs
 
-from ..helpers import run_async
+from ..helpers import run_async, serve_http
 
 
 async def serve(handler):
-    app = web.Application()
-    app.router.add_post("/insert/jsonline", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}"
+    return await serve_http(("POST", "/insert/jsonline", handler))
 
 
 def test_compression_auto_is_none_for_loopback_and_gzip_for_any_other_host():

@@ -16,21 +16,14 @@ import pytest
 from logpipe.config import ConfigError, loads
 from logpipe.daemon.app import Daemon
 
-from ..helpers import await_until, run_async
+from ..helpers import await_until, daemon_config, read_ndjson, run_async, running
 
 TOKEN = "hop-token-1"
 PATH = "/logpipe/v1/events"
 
 
 def aggregator(data_dir: str, source: str = "", sink: str = "", extra: str = "") -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-shutdown_timeout_s = 5
-
-[api]
-listen = "127.0.0.1:0"
-
+    return daemon_config(data_dir, f"""
 [sources.agents]
 type = "http"
 listen = "127.0.0.1:0"
@@ -46,15 +39,11 @@ path = "out"
 batch = {{ max_age_ms = 20 }}
 {sink}
 {extra}
-"""
+""", shutdown_timeout_s=5)
 
 
 def stored(data_dir, name: str = "out") -> list[dict]:
-    path = os.path.join(str(data_dir), f"{name}.ndjson")
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_ndjson(os.path.join(str(data_dir), f"{name}.ndjson"))
 
 
 def ndjson(events: list[dict]) -> bytes:
@@ -94,13 +83,9 @@ class Hop:
 
 def run_hop(config_text: str, scenario, timeout: float = 30) -> None:
     async def main():
-        daemon = Daemon(loads(config_text))
-        await daemon.start()
-        try:
+        async with running(loads(config_text)) as daemon:
             async with aiohttp.ClientSession() as session:
                 await scenario(Hop(daemon, session))
-        finally:
-            await daemon.shutdown()
 
     run_async(main, timeout=timeout)
 

@@ -5,30 +5,20 @@ that name both keys of a clash. Real sockets on loopback, the daemon in the test
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import ssl
 import subprocess
 
 import pytest
 
 from logpipe.config import SOURCE_TYPES, ConfigError, loads
-from logpipe.daemon.app import Daemon
 
-from ..helpers import await_until, run_async
+from ..helpers import await_until, daemon_config, read_ndjson, run_async, running
 
 LINE = b"<14>Nov 21 10:00:00 web-1 app[7]: same line\n"
 
 
 def two_sources(data_dir: str, extra: str = "") -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-shutdown_timeout_s = 5
-
-[api]
-listen = "127.0.0.1:0"
-
+    return daemon_config(data_dir, f"""
 [sources.plain]
 type = "syslog"
 tcp = "127.0.0.1:0"
@@ -56,14 +46,7 @@ batch = {{ max_age_ms = 50 }}
 type = "route"
 routes = [{{ when = {{ field = "logpipe_source", equals = "legacy" }}, sinks = ["all", "legacy_only"] }}]
 default = ["all"]
-"""
-
-
-def read_events(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        return [json.loads(line) for line in f if line.strip()]
+""", shutdown_timeout_s=5)
 
 
 async def send(address: tuple[str, int], data: bytes) -> None:
@@ -78,27 +61,23 @@ def test_two_syslog_sources_keep_their_own_timezone_and_name_their_events(tmp_pa
     config = loads(two_sources(str(tmp_path)))
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             plain, legacy = daemon.graph.sources["plain"], daemon.graph.sources["legacy"]
             await send(plain.addresses["tcp"], LINE)
             await send(legacy.addresses["tcp"], LINE)
-            await await_until(lambda: len(read_events(str(tmp_path / "all.ndjson"))) == 2, what="both stored")
-            await await_until(lambda: len(read_events(str(tmp_path / "legacy_only.ndjson"))) == 1, what="legacy routed")
+            await await_until(lambda: len(read_ndjson(str(tmp_path / "all.ndjson"))) == 2, what="both stored")
+            await await_until(lambda: len(read_ndjson(str(tmp_path / "legacy_only.ndjson"))) == 1, what="legacy routed")
             metrics = daemon.metrics.get("logpipe_received_events_total")
             assert metrics.value("plain", "tcp") == 1 and metrics.value("legacy", "tcp") == 1
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)
-    stored = {e["logpipe_source"]: e for e in read_events(str(tmp_path / "all.ndjson"))}
+    stored = {e["logpipe_source"]: e for e in read_ndjson(str(tmp_path / "all.ndjson"))}
     assert set(stored) == {"plain", "legacy"}
     # 10:00 read as UTC and as India Standard Time (+05:30): 5 h 30 min apart
     assert stored["plain"]["_time"].endswith("T10:00:00.000000Z")
     assert stored["legacy"]["_time"].endswith("T04:30:00.000000Z")
     assert stored["plain"]["_msg"] == stored["legacy"]["_msg"] == "same line"
-    only = read_events(str(tmp_path / "legacy_only.ndjson"))
+    only = read_ndjson(str(tmp_path / "legacy_only.ndjson"))
     assert [e["logpipe_source"] for e in only] == ["legacy"]
 
 
@@ -112,9 +91,7 @@ def test_a_tls_source_and_a_plain_source_in_one_daemon(tmp_path):
     config = loads(text)
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             await send(daemon.graph.sources["plain"].addresses["tcp"], b"<14>Nov 21 10:00:00 h app: over plain\n")
             context = ssl.create_default_context(cafile=cert)
             context.check_hostname = False
@@ -122,13 +99,11 @@ def test_a_tls_source_and_a_plain_source_in_one_daemon(tmp_path):
             writer.write(b"<14>Nov 21 10:00:00 h app: over tls\n")
             await writer.drain()
             writer.close()
-            await await_until(lambda: len(read_events(str(tmp_path / "all.ndjson"))) == 2, what="both stored")
+            await await_until(lambda: len(read_ndjson(str(tmp_path / "all.ndjson"))) == 2, what="both stored")
             assert daemon.metrics.get("logpipe_received_events_total").value("legacy", "tls") == 1
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=30)
-    by_source = {e["logpipe_source"]: e["_msg"] for e in read_events(str(tmp_path / "all.ndjson"))}
+    by_source = {e["logpipe_source"]: e["_msg"] for e in read_ndjson(str(tmp_path / "all.ndjson"))}
     assert by_source == {"plain": "over plain", "legacy": "over tls"}
 
 
@@ -138,9 +113,7 @@ def test_reload_adds_changes_and_removes_sources_while_another_streams(tmp_path)
     lines = 2000
 
     async def scenario():
-        daemon = Daemon(config)
-        await daemon.start()
-        try:
+        async with running(config) as daemon:
             plain = daemon.graph.sources["plain"]
             _, writer = await asyncio.open_connection(*plain.addresses["tcp"])
 
@@ -164,13 +137,11 @@ def test_reload_adds_changes_and_removes_sources_while_another_streams(tmp_path)
             assert set(daemon.graph.sources) == {"plain", "legacy"}
             await streaming
             writer.close()
-            await await_until(lambda: len(read_events(str(tmp_path / "all.ndjson"))) == lines, 20, "every streamed line")
+            await await_until(lambda: len(read_ndjson(str(tmp_path / "all.ndjson"))) == lines, 20, "every streamed line")
             assert daemon.graph.sources["plain"] is plain  # untouched by the reloads
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, timeout=60)
-    seqs = sorted(int(e["_msg"].rpartition("=")[2]) for e in read_events(str(tmp_path / "all.ndjson")))
+    seqs = sorted(int(e["_msg"].rpartition("=")[2]) for e in read_ndjson(str(tmp_path / "all.ndjson")))
     assert seqs == list(range(lines))
 
 

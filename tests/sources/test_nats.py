@@ -23,7 +23,7 @@ from logpipe.config import ConfigError, loads
 from logpipe.daemon.app import Daemon
 from logpipe.parse.metadata import sign
 
-from ..helpers import DaemonProcess, await_until, run_async, wait_until
+from ..helpers import DaemonProcess, await_until, daemon_config, read_ndjson, run_async, wait_until
 
 pytestmark = pytest.mark.nats
 OUTAGE_S = float(os.environ.get("LOGPIPE_OUTAGE_S", "5"))
@@ -39,14 +39,7 @@ def lines(start: int, stop: int) -> bytes:
 
 
 def receiver_config(data_dir: str, servers: list[str], extra: str = "", buffer: str = "disk") -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-shutdown_timeout_s = 5
-log_format = "json"
-[api]
-listen = "127.0.0.1:0"
-[sources.syslog]
+    return daemon_config(data_dir, f"""[sources.syslog]
 tcp = "127.0.0.1:0"
 [sources.metadata]
 udp = "127.0.0.1:0"
@@ -66,18 +59,11 @@ request_timeout_s = 5
 batch = {{ max_age_ms = 50 }}
 buffer = {{ type = "{buffer}" }}
 {extra}
-"""
+""", shutdown_timeout_s=5, log_format="json")
 
 
 def shipper_config(data_dir: str, servers: list[str], extra: str = "") -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-shutdown_timeout_s = 5
-log_format = "json"
-[api]
-listen = "127.0.0.1:0"
-[sources.metadata]
+    return daemon_config(data_dir, f"""[sources.metadata]
 udp = "127.0.0.1:0"
 [sources.jetstream]
 type = "nats"
@@ -92,18 +78,11 @@ type = "file"
 path = "out"
 batch = {{ max_age_ms = 200 }}
 {extra}
-"""
-
-
-def read_events(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        return [json.loads(raw) for raw in f if raw.endswith(b"\n")]
+""", shutdown_timeout_s=5, log_format="json")
 
 
 def sequences(*paths: str) -> list[int]:
-    return [e["seq"] for path in paths for e in read_events(path) if "seq" in e]
+    return [e["seq"] for path in paths for e in read_ndjson(path) if "seq" in e]
 
 
 def send_tcp(address: tuple[str, int], data: bytes) -> None:
@@ -157,7 +136,7 @@ def test_a_shipper_killed_mid_stream_loses_nothing(nats_server, tmp_path):
               f"messages redelivered to the survivor {redelivered:.0f}")
         # A duplicate can only come from a redelivered message (20 events per message).
         assert duplicates <= redelivered * 20
-        event = next(e for e in read_events(paths[1]) if e["seq"] == total - 1)
+        event = next(e for e in read_ndjson(paths[1]) if e["seq"] == total - 1)
         assert event["_time"] == "2026-11-21T10:00:01.000000Z"
         assert event["service"] == "shop" and event["hostname"] == "web-1" and event["app_name"] == f"app{(total - 1) % 5}"
         assert event["ok"] is True and event["_msg"] == f"line {total - 1}"
@@ -287,8 +266,8 @@ def test_bad_input_is_stored_raw_or_counted_never_a_crash(nats_server, tmp_path)
                 await js.publish("logs.other", payload)
             await js.publish("logs.other", b'{"_msg": "foreign json", "n": 3}\nnot json\n')
             await s.start()
-            await await_until(lambda: len(read_events(out)) >= 7, 20, "every message in the file")
-            events = read_events(out)
+            await await_until(lambda: len(read_ndjson(out)) >= 7, 20, "every message in the file")
+            events = read_ndjson(out)
             raw = [e for e in events if e.get("parse_error") == "true"]
             assert sorted(e["_msg"] for e in raw) == sorted(
                 ["hello from another producer", "\ufffd\ufffd\x00garbage", "[1, 2, 3]", "", "not json"])

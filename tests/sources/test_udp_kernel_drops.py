@@ -3,7 +3,7 @@ listener is configured next to it (regression: the metric read the TCP socket's 
 
 import socket
 
-from ..helpers import DaemonProcess, wait_until
+from ..helpers import DaemonProcess, daemon_config, wait_until
 
 
 def proc_drops(port: int) -> int:
@@ -17,12 +17,7 @@ def proc_drops(port: int) -> int:
 
 
 def test_kernel_drops_metric_matches_proc_with_tcp_listener_too(tmp_path):
-    daemon = DaemonProcess(str(tmp_path), f"""
-[daemon]
-data_dir = "{tmp_path}/data"
-log_format = "json"
-[api]
-listen = "127.0.0.1:0"
+    daemon = DaemonProcess(str(tmp_path), daemon_config(f"{tmp_path}/data", """
 [sources.syslog]
 udp = "127.0.0.1:0"
 tcp = "127.0.0.1:0"
@@ -30,7 +25,7 @@ udp_receive_buffer_bytes = 4096
 [sinks.out]
 type = "file"
 path = "events"
-""")
+""", log_format="json"))
     try:
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for _ in range(20000):  # far more than a 4 KiB buffer holds between two reads
