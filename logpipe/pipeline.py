@@ -27,7 +27,7 @@ different order; stores order by ``_time``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 import structlog
@@ -156,7 +156,7 @@ class Pipeline:
             return
         if self.tap is not None:  # one call per distinct target, only while tapping
             groups: dict = {}
-            for event, target in zip(events, targets):
+            for event, target in zip(events, targets, strict=True):
                 groups.setdefault(target, []).append(event)
             for target, group in groups.items():
                 self.tap(group, [lane.name for lane in self.lanes] if target is None else list(target))
@@ -164,6 +164,6 @@ class Pipeline:
         records = [dumps(e) for e in events]
         for lane in self.lanes:
             name = lane.name
-            mine = [r for r, t in zip(records, targets) if t is None or name in t]
+            mine = [r for r, t in zip(records, targets, strict=True) if t is None or name in t]
             if mine:
                 lane.offer(mine, sum(map(len, mine)) + len(mine), holdable)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from msgspec import Meta, field
@@ -20,6 +20,7 @@ from .base import (
     check_secret_sources,
 )
 from .nats import Seconds, sink_fields_check, with_connection
+
 
 class _SinkBase(Base, tag_field="type"):
     batch: Batch = field(default_factory=Batch)
@@ -141,7 +142,7 @@ class ClickHouseSink(_HttpSinkBase, tag="clickhouse"):
     shards: list[list[str]] = field(default_factory=list)
     shard_by: str | None = None
     # Query settings sent with every insert (async_insert, max_insert_block_size, ...).
-    settings: dict[str, Union[bool, int, float, str]] = field(default_factory=dict)
+    settings: dict[str, bool | int | float | str] = field(default_factory=dict)
     # After an outage one insert per table may carry up to this many batches' worth of a
     # backlog (max_events and max_bytes times this), so it drains at the steady insert rate
     # instead of one batch per min_insert_interval_ms. 1 = off.
@@ -161,7 +162,7 @@ class ClickHouseSink(_HttpSinkBase, tag="clickhouse"):
     create_table: bool = False
     # Value for a column when the event's value cannot be converted to the column's type
     # (otherwise the key is omitted and the server's default applies).
-    column_defaults: dict[str, Union[int, float, str]] = field(default_factory=dict)
+    column_defaults: dict[str, int | float | str] = field(default_factory=dict)
     # Types for `clickhouse-schema` and `create_table`, overriding the guessed ones.
     column_types: dict[str, str] = field(default_factory=dict)
     # Per-level retention for the generated TTL; "default" covers every other level.
@@ -214,7 +215,7 @@ class ClickHouseSink(_HttpSinkBase, tag="clickhouse"):
                              "with `logpipe clickhouse-schema --cluster NAME`")
 
 
-def clickhouse_setting(value: Union[bool, int, float, str]) -> str:
+def clickhouse_setting(value: bool | int | float | str) -> str:
     """A setting's value as ClickHouse reads it from a URL parameter."""
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -357,5 +358,5 @@ class LogpipeSink(_HttpSinkBase, tag="logpipe"):
                     raise ValueError(f"endpoints.{i}: tls_* keys need https:// endpoints, got {url!r}")
 
 
-SinkConfig = Union[VictoriaLogsSink, ClickHouseSink, FileSink, SyslogSink, ElasticsearchSink, NatsSink, LogpipeSink]
+SinkConfig = VictoriaLogsSink | ClickHouseSink | FileSink | SyslogSink | ElasticsearchSink | NatsSink | LogpipeSink
 

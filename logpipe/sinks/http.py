@@ -60,7 +60,7 @@ class HttpPoster:
             async with self.session().post(url, data=body, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             # Failing to connect sent nothing; anything later may have reached the server.
             unsent = isinstance(e, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
             raise SendError(f"sending batch to {self._what}: {type(e).__name__}: {e}", retryable=True,

@@ -48,7 +48,7 @@ class _Counters:
 class _TcpConnection(asyncio.Protocol):
     __slots__ = ("_owner", "_framer", "_transport", "_ip", "last_data")
 
-    def __init__(self, owner: "SyslogListeners") -> None:
+    def __init__(self, owner: SyslogListeners) -> None:
         self._owner = owner
         self._framer = StreamFramer(owner.config.max_line_bytes)
         self._transport: asyncio.Transport | None = None
@@ -139,7 +139,7 @@ class _UdpReader:
     MAX_PER_TURN = 1024
     _READ_SIZE = 65535  # the largest UDP payload: the kernel cuts a datagram to the read size
 
-    def __init__(self, owner: "SyslogListeners", sock) -> None:
+    def __init__(self, owner: SyslogListeners, sock) -> None:
         self._owner = owner
         self._sock = sock
         self._loop = asyncio.get_running_loop()
