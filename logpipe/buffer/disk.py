@@ -92,9 +92,11 @@ __all__ = ["DiskBuffer", "LEDGER"]
 
 # How often a blocked writer retries after a failed write.
 RETRY_S = 1.0
-# Pushed events are kept in memory for the reader (not read back from the file) up to
-# twice the batch size asked for, and at least twice this: bounded memory, and a reader
-# that fell further behind reads the file.
+# Pushed events are kept in memory for the reader (not read back from the file) up to twice
+# the lead (base.py), the batch size asked for or this, whichever is largest: a healthy
+# sink's reader never reads back what it was just handed (the lead pauses reading one chunk
+# past it, so it also bounds this memory, as for the memory buffer); a reader that fell
+# further behind (an outage) reads the file.
 READ_AHEAD_MIN = 1024 * 1024
 
 
@@ -113,6 +115,8 @@ class DiskBuffer(Recovery, SegmentReader):
     ) -> None:
         super().__init__(name, directory, config, metrics, segment_bytes)
         self._recover()
+        # A backlog kept from before a restart is an outage's: no lead until it has drained.
+        self._lead_armed = not self._bytes
 
     # --- writing -------------------------------------------------------------------------
 
@@ -183,7 +187,7 @@ class DiskBuffer(Recovery, SegmentReader):
         offset = seg.end
         seg.end += size
         if (self._roff == offset and self._rseg == seg.id and not self._rskip
-                and self._unread_bytes + nbytes <= max(self._want_bytes, READ_AHEAD_MIN) * 2):
+                and self._unread_bytes + nbytes <= 2 * max(self._want_bytes, READ_AHEAD_MIN, self._lead)):
             # The reader is right behind the writer (everything unread is in ``_ahead``):
             # hand it the events at once; the file holds them for a restart.
             self._ahead.append(Frame(seg.id, offset, seg.end, events, count, 0, nbytes, wall))

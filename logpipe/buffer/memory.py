@@ -1,13 +1,6 @@
 """In-memory buffer: a deque of pushed chunks, bounded in bytes by the sink lane.
 
-Lead: while the sink confirms batches, reading runs at most ``lead`` bytes ahead of it
-(the delivery loop sets it to a few batches). Past that, pressure is signalled as if full,
-so TCP sources pause until the sink has caught up: when logpipe reads faster than the
-sink takes, the backlog stays in the senders' sockets instead of filling ``max_bytes`` of
-RAM for no throughput (measured: 423 MB peak RSS at full speed with the 256 MiB default,
-every byte of it a queue). While the sink fails, the lead is lifted and the buffer absorbs
-the outage up to ``max_bytes`` as configured. Drops (``is_full``) still happen only at
-``max_bytes``: a UDP source, which cannot be paused, is never dropped at the lead.
+Lead: reading runs at most a few batches ahead of a healthy sink (base.py, "Lead").
 
 Nothing here survives the process. On a graceful stop the delivery loop drains it into
 the sink for up to ``daemon.shutdown_timeout_s``; what the sink still refuses then is
@@ -24,7 +17,7 @@ import time
 from typing import Any
 
 from ..batch import Batch
-from .base import LOW_WATERMARK, Buffer, fit_lines, fit_records
+from .base import Buffer, fit_lines, fit_records
 
 __all__ = ["MemoryBuffer"]
 
@@ -47,8 +40,6 @@ class MemoryBuffer(Buffer):
         self._want_events = 1
         self._want_bytes = 1
         self._closed = False
-        self._lead = 0  # 0: no lead, pressure at max_bytes only
-        self._sink_failing = False
         # Delivery positions (Buffer docstring): batches leave in push order, each ends at
         # a position; confirmed_events moves over the acknowledged prefix.
         self._taken_events = 0
@@ -67,29 +58,6 @@ class MemoryBuffer(Buffer):
         if self._chunks:
             times.append(self._chunks[0][2])
         return time.monotonic() - min(times) if times else 0.0
-
-    def set_lead(self, lead_bytes: int) -> None:
-        self._lead = lead_bytes
-        self._check_pressure()
-
-    def set_sink_failing(self, failing: bool) -> None:
-        if failing != self._sink_failing:
-            self._sink_failing = failing
-            self._check_pressure()
-
-    def _check_pressure(self) -> None:
-        limit = self.max_bytes
-        if self._lead and not self._sink_failing:
-            limit = min(limit, self._lead)
-        size = self.bytes
-        if not self._pressure and size >= limit:
-            self._pressure = True
-            if self.on_pressure:
-                self.on_pressure(True)
-        elif self._pressure and size < limit * LOW_WATERMARK:
-            self._pressure = False
-            if self.on_pressure:
-                self.on_pressure(False)
 
     def push(self, records: list[builtins.bytes], nbytes: int) -> None:
         if records:

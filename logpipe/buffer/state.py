@@ -101,16 +101,9 @@ class DiskState(Buffer):
         # A spill means the disk refuses writes: hold sources back until it takes them.
         return self._bytes >= self.max_bytes or bool(self._spill)
 
-    def _check_pressure(self) -> None:
-        size = self._bytes
-        if not self._pressure and (size >= self.max_bytes or self._spill):
-            self._pressure = True
-            if self.on_pressure:
-                self.on_pressure(True)
-        elif self._pressure and size < self._low and not self._spill:
-            self._pressure = False
-            if self.on_pressure:
-                self.on_pressure(False)
+    def _holding(self) -> bool:
+        # A spill means the disk refuses writes: hold sources back until it takes them.
+        return bool(self._spill)
 
     def oldest_age_s(self) -> float:
         oldest = None

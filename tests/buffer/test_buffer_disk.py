@@ -241,6 +241,46 @@ def test_pressure_turns_on_at_max_bytes_and_off_below_the_low_watermark(env):
     run(main())
 
 
+def test_lead_pauses_reading_while_the_sink_is_healthy_and_is_lifted_for_an_outage_and_its_catch_up(env):
+    async def main():
+        buffer = env.open()
+        edges: list[bool] = []
+        buffer.on_pressure = edges.append
+        buffer.set_lead(1000)
+        while not edges:
+            buffer.push(*chunk(0, 5))
+        assert edges == [True] and not buffer.is_full and buffer.bytes >= 1000  # paused at the lead
+        buffer.set_sink_failing(True)  # outage: the disk takes it up to max_bytes
+        assert edges == [True, False]
+        push_range(buffer, 100, 100, 5)
+        assert edges == [True, False] and buffer.bytes > 10 * 1000
+        buffer.set_sink_failing(False)  # back, with a backlog ten leads long: senders keep going
+        assert edges == [True, False]
+        while buffer.bytes >= 800:  # the catch-up drains it under the lead's low watermark
+            buffer.ack(await buffer.next_batch(5, 10_000_000, 0.0))
+        push_range(buffer, 1000, 20, 5)  # caught up: the lead holds again
+        assert edges == [True, False, True]
+        await buffer.aclose()
+
+    run(main())
+
+
+def test_a_backlog_kept_over_a_restart_does_not_pause_reading_at_the_lead(env):
+    async def main():
+        buffer = env.open()
+        push_range(buffer, 0, 100, 5)
+        await buffer.aclose()
+        buffer = env.open()
+        edges: list[bool] = []
+        buffer.on_pressure = edges.append
+        buffer.set_lead(1000)
+        buffer.push(*chunk(500, 5))
+        assert edges == [] and buffer.events == 505
+        await buffer.aclose()
+
+    run(main())
+
+
 # --- segments and the ledger ---------------------------------------------------------------
 
 
