@@ -25,7 +25,9 @@ its UDP path stalls under flow control, so only the TCP path uses ``flags(flow-c
 Run: ``.venv/bin/python benchmarks/bench_e2e.py`` (small default) or ``--lines 1000000``.
 Environment: ``BENCH_HOLD_MS=N`` sets logpipe's ``enrich.hold_ms``; ``BENCH_SINK_EXTRA`` is
 appended to logpipe's sink table (e.g. ``batch = { max_events = 20000, max_bytes = 8000000 }``); ``BENCH_PYSPY=FILE``
-records a py-spy profile (raw collapsed stacks) of the daemon during each logpipe TCP run.
+records a py-spy profile (raw collapsed stacks) of the daemon during each logpipe TCP run;
+``BENCH_VL_PPROF=PREFIX`` saves VictoriaLogs' Go CPU profile of the first ``BENCH_VL_PPROF_S``
+(6) seconds of each run into VictoriaLogs as ``PREFIX-<shipper>.pb.gz`` (``go tool pprof -top``).
 Needs LOGPIPE_VICTORIALOGS_BIN (else the VictoriaLogs rows are skipped) and syslog-ng +
 loggen (apt: syslog-ng-core syslog-ng-mod-http; else its rows are skipped).
 """
@@ -588,6 +590,13 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
         profiler = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-p", str(shipper.pid),
                                      "-o", os.environ["BENCH_PYSPY"], "-f", "raw", "-r", "200"], stdout=subprocess.DEVNULL)
         threading.Event().wait(1.0)
+    vl_profile = None
+    if os.environ.get("BENCH_VL_PPROF") and isinstance(getattr(count, "__self__", None), VictoriaLogs):
+        # VictoriaLogs' own CPU profile over the first seconds of this load (go tool pprof -top FILE)
+        path = f"{os.environ['BENCH_VL_PPROF']}-{shipper.name}.pb.gz"
+        url = count.__self__.url + "/debug/pprof/profile?seconds=" + os.environ.get("BENCH_VL_PPROF_S", "6")
+        vl_profile = threading.Thread(target=lambda: open(path, "wb").write(urllib.request.urlopen(url, timeout=60).read()))
+        vl_profile.start()
     sender = subprocess.Popen([sys.executable, __file__, "--_send", shipper.tcp[0], str(shipper.tcp[1]), corpus_path, out])
     progress: list[tuple[float, int]] = []
     arrived, last = wait_count(lambda: count() - base, n_lines, idle_timeout=20, samples=progress)
@@ -598,6 +607,8 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
         profiler.send_signal(signal.SIGINT)
         profiler.wait(30)
     sender.wait(60)
+    if vl_profile is not None:
+        vl_profile.join(60)
     with open(out) as f:
         sent = json.load(f)
     if os.environ.get("BENCH_PROGRESS"):  # (seconds since the first byte, lines acknowledged)

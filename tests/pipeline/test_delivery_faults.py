@@ -26,7 +26,7 @@ from logpipe.buffer import record
 
 from ..helpers import DaemonProcess as Logpipe
 from ..helpers import FakeVictoriaLogs as FakeInsert
-from ..helpers import file_messages, stop_process
+from ..helpers import daemon_config, file_messages, stop_process
 from ..helpers import wait_until as _wait_until
 
 TIMEOUT = 60.0
@@ -40,17 +40,7 @@ def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition"):
 
 
 def config(data_dir: str, sink: str, buffer: str, *, batch: str = "{ max_events = 1000, max_age_ms = 100 }") -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-log_format = "json"
-log_level = "info"
-shutdown_timeout_s = 2
-
-[api]
-listen = "127.0.0.1:0"
-
-[sources.syslog]
+    return daemon_config(data_dir, f"""[sources.syslog]
 tcp = "127.0.0.1:0"
 
 [sinks.out]
@@ -59,7 +49,7 @@ batch = {batch}
 buffer = {buffer}
 retry_initial_ms = 50
 retry_max_ms = 300
-"""
+""", log_format="json", log_level="info", shutdown_timeout_s=2)
 
 
 def vl_sink(url: str) -> str:

@@ -26,7 +26,15 @@ import pytest
 from logpipe.config import loads
 from logpipe.sinks import build
 
-from ..helpers import DaemonProcess, VictoriaLogsServer, free_port, run_async, victorialogs_bin, wait_until
+from ..helpers import (
+    DaemonProcess,
+    VictoriaLogsServer,
+    daemon_config,
+    free_port,
+    run_async,
+    victorialogs_bin,
+    wait_until,
+)
 
 TIMEOUT = 60.0
 # Time from the sink answering again to the first delivered event: ~1 s expected (one probe
@@ -35,17 +43,7 @@ RESUME_BOUND_S = 10.0
 
 
 def config(data_dir: str, sink: str, *, retry_initial_ms: int = 60_000) -> str:
-    return f"""
-[daemon]
-data_dir = "{data_dir}"
-log_format = "json"
-log_level = "info"
-shutdown_timeout_s = 2
-
-[api]
-listen = "127.0.0.1:0"
-
-[sources.syslog]
+    return daemon_config(data_dir, f"""[sources.syslog]
 tcp = "127.0.0.1:0"
 
 [sinks.out]
@@ -54,7 +52,7 @@ batch = {{ max_events = 500, max_age_ms = 100 }}
 buffer = {{ type = "memory" }}
 retry_initial_ms = {retry_initial_ms}
 retry_max_ms = 120000
-"""
+""", log_format="json", log_level="info", shutdown_timeout_s=2)
 
 
 MARK = re.compile(r"recover seq=(\d+)")
