@@ -14,57 +14,50 @@ import gzip
 import ssl
 from typing import Any
 
-import aiohttp
-import aiohttp.payload
-
 from .base import SendError, Sink
 from .endpoints import EndpointPool, endpoint_fault
+from .http_client import ConnectError, HttpClient
 
-__all__ = ["HttpPoster", "HttpSink", "RETRYABLE_STATUS"]
+__all__ = ["HttpPoster", "HttpSink", "RETRYABLE_STATUS", "Body"]
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RESPONSE_TEXT = 2048
+_PROBE_TIMEOUT_S = 5.0
+
+# A request body: bytes, or pieces sent back to back (an uncompressed batch as the buffer
+# holds it: no joined copy, ~3 % of the daemon's CPU at full speed and a batch of memory).
+Body = bytes | list[bytes]
 
 
 class HttpPoster:
     def __init__(self, what: str, timeout_s: float, gzip_level: int | None, ssl_context: ssl.SSLContext | None = None) -> None:
         self._what = what
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._gzip_level = gzip_level
-        self._ssl = ssl_context  # None: aiohttp's default verification for https
-        self._session: aiohttp.ClientSession | None = None
+        self.client = HttpClient(ssl_context)  # None: the default verification for https
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
-            self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False, connector=connector)
-        return self._session
-
-    def ndjson_body(self, pieces: list[bytes]) -> bytes | aiohttp.payload.Payload:
+    def ndjson_body(self, pieces: list[bytes]) -> Body:
         """A batch's NDJSON pieces as a request body: compressed in one piece, else sent as
-        they are (no joined copy of the batch: ~3 % of the daemon's CPU at full speed, and
-        one batch less of memory per request in flight)."""
+        they are."""
         if self._gzip_level:
             return self.compress(b"".join(pieces))
-        return pieces[0] if len(pieces) == 1 else _Pieces(pieces)
+        return pieces[0] if len(pieces) == 1 else pieces
 
     def compress(self, body: bytes) -> bytes:
         # Level 1: on log text it keeps most of the ratio of level 6 at a third of the CPU.
         return gzip.compress(body, compresslevel=self._gzip_level) if self._gzip_level else body
 
-    async def post(self, url: str, body: bytes | aiohttp.payload.Payload, headers: dict[str, str]) -> tuple[int, str]:
+    async def post(self, url: str, body: Body, headers: dict[str, str]) -> tuple[int, str]:
         """POST and return (status, text) for a 2xx; raise SendError otherwise."""
         if self._gzip_level:
             headers = {**headers, "Content-Encoding": "gzip"}
         try:
-            async with self.session().post(url, data=body, headers=headers) as resp:
-                text = await resp.text(errors="replace")
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            resp = await self.client.request("POST", url, body, headers, timeout_s=self._timeout_s)
+        except (TimeoutError, OSError) as e:
             # Failing to connect sent nothing; anything later may have reached the server.
-            unsent = isinstance(e, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
             raise SendError(f"sending batch to {self._what}: {type(e).__name__}: {e}", retryable=True,
-                            maybe_stored=not unsent) from None
+                            maybe_stored=not isinstance(e, ConnectError)) from None
+        status, text = resp.status, resp.text()
         if 200 <= status < 300:
             return status, text
         text = text[:_MAX_RESPONSE_TEXT]
@@ -75,10 +68,18 @@ class HttpPoster:
             response=text,
         )
 
+    async def probe(self, method: str, url: str, headers: dict[str, str], ok: Any) -> str | None:
+        """None when ``url`` answers and ``ok(status)``; else what went wrong (for a log line)."""
+        try:
+            resp = await self.client.request(method, url, b"", headers, timeout_s=_PROBE_TIMEOUT_S)
+        except Exception as e:  # any failure is the answer to "is it reachable"
+            return f"{url} unreachable: {type(e).__name__}: {e}"
+        if not ok(resp.status):
+            return f"{url} answered HTTP {resp.status}: {resp.text()[:200]}".rstrip(": ")
+        return None
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.client.close()
 
 
 class HttpSink(Sink):
@@ -87,7 +88,6 @@ class HttpSink(Sink):
     ``health_path`` is the cheap GET that probes an endpoint (and ``check()`` uses)."""
 
     health_path = "/"
-    _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
     def __init__(self, name: str, config: Any, *, gzip: bool, groups: list[list[str]] | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
@@ -107,20 +107,14 @@ class HttpSink(Sink):
     def probe_headers(self) -> dict[str, str]:
         return {}
 
-    async def post(self, path: str, body: bytes | aiohttp.payload.Payload, headers: dict[str, str], events: int,
+    async def post(self, path: str, body: Body, headers: dict[str, str], events: int,
                    pool: int = 0) -> tuple[int, str]:
         """POST ``body`` to ``path`` of one endpoint of ``pool`` (failing over); (status, text)."""
         return await self.pools[pool].run(lambda endpoint: self._http.post(endpoint.url + path, body, headers), events)
 
     async def probe_endpoint(self, base_url: str) -> str | None:
-        url = base_url + self.health_path
-        try:
-            async with self._http.session().get(url, headers=self.probe_headers(), timeout=self._PROBE_TIMEOUT) as resp:
-                if resp.status >= 500 or resp.status in (401, 403):
-                    return f"{url} answered HTTP {resp.status}"
-        except Exception as e:  # any failure is the answer to "is it reachable"
-            return f"{url} unreachable: {type(e).__name__}: {e}"
-        return None
+        return await self._http.probe("GET", base_url + self.health_path, self.probe_headers(),
+                                      lambda status: status < 500 and status not in (401, 403))
 
     async def probe(self) -> bool:
         """True when every pool (every shard) has an endpoint that answers its health GET."""
@@ -143,31 +137,3 @@ class HttpSink(Sink):
         for pool in self.pools:
             await pool.close()
         await self._http.close()
-
-
-class _Pieces(aiohttp.payload.Payload):
-    """Bytes pieces sent back to back as one body, with their total as Content-Length."""
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        super().__init__(pieces, content_type="application/octet-stream")
-        self._size = sum(map(len, pieces))
-
-    async def write(self, writer: Any) -> None:
-        for piece in self._value:
-            await writer.write(piece)
-
-    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
-        if content_length is None or content_length >= self._size:
-            await self.write(writer)
-            return
-        for piece in self._value:
-            if content_length <= 0:
-                break
-            await writer.write(piece[:content_length])
-            content_length -= len(piece)
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return b"".join(self._value).decode(encoding, errors)
-
-    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return b"".join(self._value)

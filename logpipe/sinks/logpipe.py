@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import ssl
 
-import aiohttp.payload
 import structlog
 
 from ..batch import Batch
 from ..config import LogpipeSink, read_secret
 from .base import SendError
 from .endpoints import Endpoint
-from .http import HttpSink
+from .http import Body, HttpSink
 
 __all__ = ["Logpipe"]
 
@@ -61,7 +60,7 @@ class Logpipe(HttpSink):
         await self.pools[0].run(lambda endpoint: self._post(endpoint, body), len(batch))
         self._refused_logged = False
 
-    async def _post(self, endpoint: Endpoint, body: bytes | aiohttp.payload.Payload) -> None:
+    async def _post(self, endpoint: Endpoint, body: Body) -> None:
         try:
             await self._http.post(endpoint.url + self.path, body, self.headers)
         except SendError as e:
@@ -89,20 +88,12 @@ class Logpipe(HttpSink):
     async def probe_endpoint(self, base_url: str) -> str | None:
         """An empty POST: reachable, the token accepted and its buffers not full, when it
         answers 200 (``logpipe validate`` and the probe of a down endpoint)."""
-        url = base_url + self.path
-        try:
-            post = self._http.session().post(url, data=b"", headers=self.headers, timeout=self._PROBE_TIMEOUT)
-            async with post as resp:
-                if resp.status != 200:
-                    return f"{url} answered HTTP {resp.status}: {(await resp.text(errors='replace'))[:200]}"
-        except Exception as e:  # any failure is the answer to "is it reachable"
-            return f"{url} unreachable: {type(e).__name__}: {e}"
-        return None
+        return await self._http.probe("POST", base_url + self.path, self.headers, lambda status: status == 200)
 
 
 def _client_tls(config: LogpipeSink) -> ssl.SSLContext | None:
     """The client context for https aggregators with a CA or a client certificate of their
-    own (config checks that every endpoint is https then); None: aiohttp's default."""
+    own (config checks that every endpoint is https then); None: the default verification."""
     if not (config.tls_ca or config.tls_cert):
         return None
     context = ssl.create_default_context(cafile=config.tls_ca)
