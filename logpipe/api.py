@@ -1,8 +1,8 @@
 """HTTP API on ``api.listen``: /health, /metrics (Prometheus text), /api/stats (JSON),
 /api/tap (streamed JSON lines of sampled events) and POST /api/reload.
 
-Imported only when the API gets its first connection (``api_listener.py`` owns the socket):
-aiohttp is the largest import of the daemon.
+The routes (``Api``) answer with whole replies, or a ``TapRequest`` the connection streams;
+``api_listener.py`` speaks HTTP/1.1 to the clients.
 
 Nothing here is on the ingest path, except the tap while someone is tapping:
 - With no client, ``Pipeline.tap`` is None and ingestion pays one attribute test per chunk.
@@ -20,15 +20,13 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from aiohttp import web
 
 from .metrics import Metrics
-from .sources.net import quiet_bad_http_requests
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Pipeline
 
-__all__ = ["Control", "build_app", "start_app", "TapHub"]
+__all__ = ["Api", "Control", "Reply", "TapHub", "TapRequest"]
 
 DEFAULT_TAP_RATE = 100  # events per second per client unless ?rate= says otherwise
 
@@ -118,86 +116,84 @@ class Control(Protocol):
     async def reload_from_file(self) -> list[str]: ...
 
 
-def build_app(daemon: Control, hub: TapHub) -> web.Application:
-    from .sources.net import AllowList
+class Reply:
+    """A whole answer: status, body, its type, and any extra headers."""
 
-    allowed: list = [None, None]  # [the config's cidr list, its AllowList]; rebuilt after a reload
+    __slots__ = ("status", "body", "content_type", "headers")
 
-    @web.middleware
-    async def only_allowed(request: web.Request, handler):
-        cidrs = daemon.config.api.allow
-        if allowed[0] is not cidrs:
-            allowed[:] = [cidrs, AllowList(cidrs)]
-        allow = allowed[1]
-        if not allow.allows_all and not allow.allowed(request.remote or ""):
-            raise web.HTTPForbidden(text="address not allowed")
-        return await handler(request)
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json",
+                 headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or {}
 
-    app = web.Application(middlewares=[only_allowed])
 
-    async def health(_request: web.Request) -> web.Response:
-        problems = daemon.health_problems(daemon.config.api.unhealthy_after_s)
-        if problems:
-            return web.json_response({"status": "unhealthy", "problems": problems}, status=503)
-        return web.json_response({"status": "ok"})
+class TapRequest:
+    """An answer streamed for as long as the client reads (``api_listener`` writes it)."""
 
-    async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(text=daemon.metrics.render(), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+    __slots__ = ("sink", "limit", "rate")
 
-    async def stats(_request: web.Request) -> web.Response:
-        return web.json_response(daemon.stats())
+    def __init__(self, sink: str | None, limit: int, rate: float) -> None:
+        self.sink, self.limit, self.rate = sink, limit, rate
 
-    async def tap(request: web.Request) -> web.StreamResponse:
-        sink = request.query.get("sink") or None
+
+def json_reply(value: object, status: int = 200) -> Reply:
+    return Reply(status, orjson.dumps(value))
+
+
+_ROUTES = {"/health": "GET", "/metrics": "GET", "/api/stats": "GET", "/api/tap": "GET", "/api/reload": "POST"}
+
+
+class Api:
+    """The API's routes over the daemon (``Control``), for ``api_listener``'s connections."""
+
+    def __init__(self, daemon: Control, hub: TapHub) -> None:
+        self.daemon = daemon
+        self.hub = hub
+        self._allowed: tuple[object, Any] = (None, None)  # (the config's cidr list, its AllowList)
+
+    def allows(self, peer: str) -> bool:
+        cidrs = self.daemon.config.api.allow
+        if self._allowed[0] is not cidrs:  # rebuilt after a reload
+            from .sources.net import AllowList
+
+            self._allowed = (cidrs, AllowList(cidrs))
+        allow = self._allowed[1]
+        return bool(allow.allows_all or allow.allowed(peer))
+
+    async def handle(self, method: str, path: str, query: dict[str, str], peer: str) -> Reply | TapRequest:
+        if not self.allows(peer):
+            return Reply(403, b"address not allowed", "text/plain; charset=utf-8")
+        wanted = _ROUTES.get(path)
+        if wanted is None:
+            return Reply(404, b"not found", "text/plain; charset=utf-8")
+        if method != wanted and not (method == "HEAD" and wanted == "GET"):
+            return Reply(405, b"method not allowed", "text/plain; charset=utf-8", {"Allow": wanted})
+        daemon = self.daemon
+        if path == "/health":
+            problems = daemon.health_problems(daemon.config.api.unhealthy_after_s)
+            if problems:
+                return json_reply({"status": "unhealthy", "problems": problems}, 503)
+            return json_reply({"status": "ok"})
+        if path == "/metrics":
+            return Reply(200, daemon.metrics.render().encode(), "text/plain; charset=utf-8",
+                         {"X-Content-Type-Options": "nosniff"})
+        if path == "/api/stats":
+            return json_reply(daemon.stats())
+        if path == "/api/reload":
+            problems = await daemon.reload_from_file()
+            if problems:
+                return json_reply({"status": "refused", "problems": problems}, 400)
+            return json_reply({"status": "reloaded"})
+        sink = query.get("sink") or None
         try:
-            limit = int(request.query.get("limit", "0"))
-            rate = float(request.query.get("rate", DEFAULT_TAP_RATE))
-            if limit < 0 or rate <= 0:
+            limit = int(query.get("limit", "0"))
+            rate = float(query.get("rate", DEFAULT_TAP_RATE))
+            if limit < 0 or not rate > 0:
                 raise ValueError
         except ValueError:
-            return web.json_response({"error": "limit must be an integer >= 0 and rate a number > 0"}, status=400)
+            return json_reply({"error": "limit must be an integer >= 0 and rate a number > 0"}, 400)
         if sink is not None and sink not in daemon.sinks:
-            return web.json_response({"error": f"no sink named {sink!r}", "sinks": sorted(daemon.sinks)}, status=404)
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        client = hub.subscribe(sink, rate, daemon.config.api.tap_queue_events)
-        sent = 0
-        try:
-            while (not limit or sent < limit) and not hub.closed:
-                await client.ready.wait()
-                client.ready.clear()
-                lines = []
-                while client.queue and (not limit or sent < limit):
-                    lines.append(client.queue.popleft())
-                    sent += 1
-                if lines:
-                    await response.write(b"\n".join(lines) + b"\n")
-        except ConnectionResetError:
-            pass  # the client went away
-        finally:
-            hub.unsubscribe(client)
-        return response
-
-    async def reload(_request: web.Request) -> web.Response:
-        problems = await daemon.reload_from_file()
-        if problems:
-            return web.json_response({"status": "refused", "problems": problems}, status=400)
-        return web.json_response({"status": "reloaded"})
-
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/stats", stats)
-    app.router.add_get("/api/tap", tap)
-    app.router.add_post("/api/reload", reload)
-    return app
-
-
-async def start_app(daemon: Control) -> tuple[web.AppRunner, TapHub]:
-    """The app's runner, set up, and its tap hub. ``api_listener.py`` calls this on the
-    API's first connection and hands every connection to ``runner.server``."""
-    quiet_bad_http_requests()
-    hub = TapHub(daemon.pipeline, daemon.metrics)
-    runner = web.AppRunner(build_app(daemon, hub), access_log=None, handle_signals=False)
-    await runner.setup()
-    return runner, hub
+            return json_reply({"error": f"no sink named {sink!r}", "sinks": sorted(daemon.sinks)}, 404)
+        return TapRequest(sink, limit, rate)

@@ -1,12 +1,20 @@
-"""The API's listening socket, without aiohttp until someone connects.
+"""The API's listening socket and its HTTP/1.1 connections (the routes are in ``api.py``).
 
-Importing aiohttp and building the app costs ~14 MB of RSS (most of an idle daemon's
-footprint beyond the interpreter), paid for nothing when nobody asks. So the API address is
-bound at start by a plain asyncio server (a port that cannot be bound still fails the
-start), and its first connection imports ``api.py`` and builds the app. That connection and
-every later one is served by aiohttp's own request handler: a connection accepted while the
-app is being built waits with reading paused, then is handed over with whatever it already
-sent. On the wire nothing differs from an aiohttp TCPSite (routes, allow list, tap, reload).
+Why not aiohttp's server: importing aiohttp costs ~12 MB of RSS, most of an idle daemon's
+footprint beyond the interpreter, and the API is five routes that health checks and
+Prometheus hit all day in every per-project stack. What they need is here:
+
+- Requests are read whole before they are answered: a head of at most 16 KiB (431 past it),
+  a body of at most 64 KiB by Content-Length (413 past it; 411 for a chunked request body).
+  A malformed request is answered 400 and the connection closed; nothing a client sends
+  can raise out of here.
+- One request at a time per connection, keep-alive for HTTP/1.1 unless ``Connection:
+  close``; reading pauses while a request is answered, so pipelined requests wait in order.
+- An idle or slow connection is closed after ``IDLE_S`` (a timer only while it is open: an
+  API nobody calls costs no wakeups).
+- /api/tap is streamed with chunked encoding until its limit, the client leaves, or
+  shutdown; writing waits while the client's socket is full (the tap hub drops what a
+  slow reader cannot take, counted).
 
 A reload that moves the API binds the new address before closing the old (``bind`` then
 ``swap``); connections already open are answered on their own connection.
@@ -15,55 +23,204 @@ A reload that moves the API binds the new address before closing the old (``bind
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import structlog
+
+from .api import Api, Reply, TapHub, TapRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Control
 
 __all__ = ["ApiServer"]
 
+IDLE_S = 60.0
+_MAX_HEAD = 16 * 1024
+_MAX_BODY = 64 * 1024
+_REASONS = {
+    200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
 
-class _Waiting(asyncio.Protocol):
-    """A connection accepted before the app exists: holds it, reading paused, until
-    ``ApiServer`` hands it to the app's request handler."""
 
-    def __init__(self, api: ApiServer) -> None:
-        self.api = api
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: ApiServer) -> None:
+        self.server = server
         self.transport: asyncio.Transport | None = None
-        self.data = bytearray()  # what arrived despite the pause
-        self.eof = False
+        self.peer = ""
+        self.buffer = bytearray()
+        self.busy = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.tap: Any = None  # the tap client while streaming
+        self._idle: asyncio.TimerHandle | None = None
+
+    # --- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.pause_reading()  # type: ignore[attr-defined]
-        self.api._adopt(self)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else ""
+        self.server.connections.add(self)
+        self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
-        self.data += data
+        self.buffer += data
+        if not self.busy:
+            self._next_request()
 
     def eof_received(self) -> bool:
-        self.eof = True
-        return True  # keep it open: the handler decides, as it would have
+        return self.busy  # half-closed while answering: finish the answer, then close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.server.connections.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+        self.writable.set()
+        if self.tap is not None:
+            self.tap.ready.set()  # the stream notices the client left
 
-    def hand_over(self, factory: Any) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # --- requests ---------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._close)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _next_request(self) -> None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > _MAX_HEAD:
+                self._refuse(431)
             return
-        handler = factory()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        if self.data:
-            handler.data_received(bytes(self.data))
-        if self.eof:
-            if not handler.eof_received():
-                transport.close()
+        if end > _MAX_HEAD:
+            self._refuse(431)
             return
-        transport.resume_reading()
+        try:
+            method, target, version, headers = _parse_head(bytes(self.buffer[:end]))
+        except ValueError:
+            self._refuse(400)
+            return
+        if not version.startswith("HTTP/1."):
+            self._refuse(505)
+            return
+        if "transfer-encoding" in headers:
+            self._refuse(411)
+            return
+        try:
+            length = int(headers.get("content-length", "0"))
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._refuse(400)
+            return
+        if length > _MAX_BODY:
+            self._refuse(413)
+            return
+        if len(self.buffer) < end + 4 + length:
+            return  # the body is still coming
+        del self.buffer[: end + 4 + length]
+        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        self.busy = True
+        if self._idle is not None:
+            self._idle.cancel()
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.server.spawn(self._answer(method, target, keep))
+
+    async def _answer(self, method: str, target: str, keep: bool) -> None:
+        path, _, query_text = target.partition("?")
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(query_text).items()}
+        try:
+            reply = await self.server.api.handle(method, path, query, self.peer)
+        except Exception as e:  # a bug in a view must not take the connection's client down silently
+            self.server.log.error("api_request_failed", path=path, error=f"{type(e).__name__}: {e}")
+            reply = Reply(500, b"internal error", "text/plain; charset=utf-8")
+        if isinstance(reply, TapRequest):
+            await self._stream_tap(reply)
+            keep = False
+        else:
+            self._write(reply, keep, head_only=method == "HEAD")
+        self.busy = False
+        if self.transport is None:
+            return
+        if not keep:
+            self.transport.close()
+            return
+        self.transport.resume_reading()
+        self._arm_idle()
+        if self.buffer:
+            self._next_request()
+
+    def _write(self, reply: Reply, keep: bool, head_only: bool = False) -> None:
+        if self.transport is None:
+            return
+        lines = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Unknown')}",
+                 f"Content-Type: {reply.content_type}", f"Content-Length: {len(reply.body)}"]
+        lines += [f"{k}: {v}" for k, v in reply.headers.items()]
+        if not keep:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.transport.write(head if head_only else head + reply.body)
+
+    def _refuse(self, status: int) -> None:
+        self.buffer.clear()
+        self._write(Reply(status, _REASONS[status].encode(), "text/plain; charset=utf-8"), keep=False)
+        self._close()
+
+    async def _stream_tap(self, request: TapRequest) -> None:
+        if self.transport is None:
+            return
+        hub = self.server.tap_hub
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        client = self.tap = hub.subscribe(request.sink, request.rate, self.server.daemon.config.api.tap_queue_events)
+        limit, sent = request.limit, 0
+        try:
+            while (not limit or sent < limit) and not hub.closed and self.transport is not None:
+                await client.ready.wait()
+                client.ready.clear()
+                lines = []
+                while client.queue and (not limit or sent < limit):
+                    lines.append(client.queue.popleft())
+                    sent += 1
+                if lines and self.transport is not None:
+                    data = b"\n".join(lines) + b"\n"
+                    self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    await self.writable.wait()
+            if self.transport is not None:
+                self.transport.write(b"0\r\n\r\n")
+        finally:
+            hub.unsubscribe(client)
+            self.tap = None
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith("/"):
+        raise ValueError("bad request line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise ValueError("bad header line")
+        headers[name.lower()] = value.strip()
+    return parts[0], parts[1], parts[2], headers
 
 
 class ApiServer:
@@ -71,19 +228,12 @@ class ApiServer:
 
     def __init__(self, daemon: Control) -> None:
         self.daemon = daemon
-        self.tap_hub: Any = None  # api.TapHub once built
-        self._runner: Any = None  # aiohttp AppRunner once built
-        self._handler_factory: Any = None  # aiohttp's web.Server: a protocol factory
-        self._building: asyncio.Task | None = None
-        self._waiting: list[_Waiting] = []
+        self.tap_hub = TapHub(daemon.pipeline, daemon.metrics)
+        self.api = Api(daemon, self.tap_hub)
+        self.connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
-        self._stopped = False
         self.log = structlog.get_logger().bind(component="api")
-
-    @property
-    def built(self) -> bool:
-        """Whether aiohttp and the app are loaded (after the first connection)."""
-        return self._handler_factory is not None
 
     async def start(self, listen: str) -> tuple[str, int]:
         self._server = await self.bind(listen)
@@ -99,7 +249,7 @@ class ApiServer:
             sock = tcp_socket(listen)
         except OSError as e:
             raise BindError(f"api.listen: cannot bind {listen}: {e.strerror or e}") from None
-        return await asyncio.get_running_loop().create_server(self._connection, sock=sock)
+        return await asyncio.get_running_loop().create_server(lambda: _Connection(self), sock=sock)
 
     def _announce(self, server: asyncio.Server) -> tuple[str, int]:
         address = server.sockets[0].getsockname()[:2]  # port 0 needs the real one
@@ -116,57 +266,21 @@ class ApiServer:
             old.close()
         return address
 
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="api.request")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def stop(self) -> None:
-        self._stopped = True
         if self._server is not None:
             self._server.close()
             self._server = None
-        if self._building is not None:
-            self._building.cancel()
-            await asyncio.wait([self._building])
-            self._building = None
-        for waiting in self._waiting:
-            if waiting.transport is not None:
-                waiting.transport.close()
-        self._waiting.clear()
-        if self._runner is not None:
-            self.tap_hub.close()
-            await self._runner.cleanup()
-            self._runner = None
-
-    # --- the first connection builds the app ---------------------------------------
-
-    def _connection(self) -> asyncio.BaseProtocol:
-        if self._handler_factory is not None:
-            return self._handler_factory()
-        return _Waiting(self)
-
-    def _adopt(self, conn: _Waiting) -> None:
-        if self._stopped:
-            conn.transport.close()  # type: ignore[union-attr]
-            return
-        if self._handler_factory is not None:  # built between accepting it and now
-            conn.hand_over(self._handler_factory)
-            return
-        self._waiting.append(conn)
-        if self._building is None:
-            self._building = asyncio.get_running_loop().create_task(self._build(), name="api.build")
-
-    async def _build(self) -> None:
-        try:
-            from .api import start_app
-
-            self._runner, self.tap_hub = await start_app(self.daemon)
-        except Exception as e:  # never leave a connection hanging on a broken build
-            self.log.error("api_start_failed", error=f"{type(e).__name__}: {e}")
-            waiting, self._waiting = self._waiting, []
-            for conn in waiting:
-                if conn.transport is not None:
-                    conn.transport.close()
-            self._building = None  # the next connection tries again
-            return
-        self._handler_factory = self._runner.server
-        waiting, self._waiting = self._waiting, []
-        for conn in waiting:
-            conn.hand_over(self._handler_factory)
-        self._building = None
+        self.tap_hub.close()  # ends every tap stream
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        left = list(self._tasks)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        for conn in list(self.connections):
+            conn._close()

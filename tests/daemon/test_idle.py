@@ -1,8 +1,7 @@
 """Issue 20, idle footprint: an idle daemon imports only what its config uses and has nothing
 that wakes it up on a schedule.
 
-- The API socket is bound at start, but aiohttp is imported and the app built on the first
-  connection; that connection and every later one is answered as before (routes, allow list).
+- The API is served without aiohttp (api_listener.py): routes and allow list as before.
 - The metadata reaper is one timer for the earliest expiry, and none while nothing waits to
   expire; entries still leave at their ttl.
 - The snapshot is written within ``snapshot_interval_s`` of a change, and not rewritten while
@@ -103,10 +102,8 @@ def test_api_answers_its_first_connection_and_every_later_one(tmp_path):
     async def scenario():
         daemon = await started(make_config(tmp_path))
         try:
-            assert not daemon.api.built  # bound, but nothing of aiohttp built yet
             status, body = await http_get(daemon.api_address, "/health")
             assert (status, json.loads(body)) == (200, {"status": "ok"})
-            assert daemon.api.built
             status, body = await http_get(daemon.api_address, "/metrics")
             assert status == 200
             assert b"logpipe_tap_clients 0" in body and b"logpipe_metadata_entries 0" in body
@@ -120,12 +117,11 @@ def test_api_answers_its_first_connection_and_every_later_one(tmp_path):
     run_async(scenario, 30)
 
 
-def test_connections_that_arrive_while_the_app_is_built_are_all_answered(tmp_path):
+def test_connections_that_arrive_at_once_are_all_answered(tmp_path):
     async def scenario():
         daemon = await started(make_config(tmp_path))
         try:
-            # Several at once, one of them sending its request in pieces: each waits for the
-            # app, then is handed over with what it already sent.
+            # Several at once, one of them sending its request in pieces.
             results = await asyncio.gather(
                 http_get(daemon.api_address, "/health"),
                 http_get(daemon.api_address, "/health", chunks=5),
@@ -158,7 +154,6 @@ def test_a_stop_before_any_api_connection_closes_the_socket(tmp_path):
         daemon = await started(make_config(tmp_path))
         address = daemon.api_address
         await daemon.shutdown()
-        assert not daemon.api.built
         assert await refuses_connections(address)
 
     run_async(scenario, 30)
@@ -179,7 +174,7 @@ def test_a_reload_moves_the_api_before_anyone_used_it(tmp_path):
                 new_port = probe.getsockname()[1]
             path.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{new_port}"', 1))
             assert await daemon.reload_from_file() == []
-            assert daemon.api_address == ("127.0.0.1", new_port) and not daemon.api.built
+            assert daemon.api_address == ("127.0.0.1", new_port)
             status, body = await http_get(daemon.api_address, "/health")
             assert (status, json.loads(body)) == (200, {"status": "ok"})
             assert await refuses_connections(old)
@@ -194,7 +189,7 @@ def loaded(pid: int, library: str) -> bool:
         return library in f.read()
 
 
-def test_the_shipped_config_loads_neither_aiohttp_nor_re2_until_the_api_is_used(tmp_path):
+def test_the_shipped_config_loads_neither_aiohttp_nor_re2_not_even_when_the_api_is_used(tmp_path):
     # config/logpipe.toml as shipped, on ephemeral loopback ports and a temp data_dir.
     with open(os.path.join(ROOT, "config", "logpipe.toml")) as f:
         text = f.read()
@@ -220,7 +215,7 @@ def test_the_shipped_config_loads_neither_aiohttp_nor_re2_until_the_api_is_used(
         host, _, port = api.rpartition(":")
         status, _ = run_async(lambda: http_get((host, int(port)), "/health"), 20)  # type: ignore[misc]
         assert status == 200
-        assert loaded(proc.pid, "aiohttp/")
+        assert not loaded(proc.pid, "aiohttp/")  # the API is served without it
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
