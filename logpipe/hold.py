@@ -43,8 +43,9 @@ __all__ = ["Hold"]
 # for parsed events), ~2.5x smaller than the dict (~740 bytes of dict and fields beyond the
 # message text): the hold is where a burst from new containers sits for seconds. Decoding
 # costs ~1.5 us per held event at release, on a small share of the lines. The bytes counted
-# per event: the JSON plus the hold's own item, keys and index (~300).
-_ITEM_OVERHEAD = 300
+# per event: the JSON plus the hold's own item, its keys and their index entries (~750,
+# measured with tracemalloc for four match_on pairs: 1,120 bytes per held line of 354).
+_ITEM_OVERHEAD = 750
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict).decode
 # How long identifiers whose held lines expired untagged skip the hold. Measured on 200,000
