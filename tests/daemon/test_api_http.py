@@ -98,3 +98,47 @@ def test_a_tap_streams_chunked_until_its_limit(tmp_path):
 
     lines = run_async(scenario, 30).splitlines()
     assert len(lines) == 3 and all(json.loads(line)["event"]["_msg"].startswith("tapped") for line in lines)
+
+
+def test_hostile_requests_are_answered_or_closed_and_the_api_keeps_answering(tmp_path):
+    """Seeded garbage and mutations of a valid request, 300 connections, each answered with a
+    status or closed within the timeout; then the API still answers /health."""
+    import random
+
+    valid = b"POST /api/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    rng = random.Random(20)
+
+    def mutate() -> bytes:
+        kind = rng.randrange(4)
+        if kind == 0:
+            return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
+        data = bytearray(valid)
+        for _ in range(rng.randrange(1, 8)):
+            i = rng.randrange(len(data))
+            if kind == 1:
+                data[i] = rng.randrange(256)
+            elif kind == 2:
+                del data[i]
+            else:
+                data[i:i] = rng.choice([b"\r\n", b":", b" ", b"\x00", b"9" * 30, b"\r\n\r\n"])
+        return bytes(data)
+
+    async def scenario():
+        daemon = await started(make_config(tmp_path))
+        try:
+            for _ in range(300):
+                request = mutate()
+                reader, writer = await asyncio.open_connection(*daemon.api_address)
+                writer.write(request)
+                writer.write_eof()
+                try:
+                    raw = await asyncio.wait_for(reader.read(), 10)
+                finally:
+                    writer.close()
+                assert raw == b"" or re.match(rb"HTTP/1\.1 \d{3} ", raw), (request, raw[:80])
+            raw = await exchange(daemon.api_address, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+            assert statuses(raw) == [200]
+        finally:
+            await daemon.shutdown()
+
+    run_async(scenario, 120)
