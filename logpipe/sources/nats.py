@@ -162,8 +162,12 @@ class NatsConsumer:
         self._gate.open.set()
         self._room.set()
         puller = self._tasks[0] if self._tasks else None
-        if puller is not None:
+        while puller is not None and not puller.done():
+            # Again if a cancel was swallowed on the way (a client request turning it into
+            # its own error): a stop must not wait on a retry loop.
             puller.cancel()
+            await asyncio.wait([puller], timeout=1.0)
+        if puller is not None:
             await asyncio.gather(puller, return_exceptions=True)
         deadline = time.monotonic() + _STOP_WAIT_S
         while self._held and time.monotonic() < deadline and self._client is not None and self._client.is_connected:
@@ -213,6 +217,10 @@ class NatsConsumer:
                     self.log.info("nats_consumer_created", stream=config.stream, consumer=config.consumer)
                 return await js.pull_subscribe_bind(config.consumer, config.stream)
             except Exception as e:  # stream missing, JetStream electing or down: keep trying
+                if self._stopping:
+                    # stop() cancelled a request and the client answered with its own error
+                    # (seen as a hang at shutdown while the stream was missing): end here.
+                    raise asyncio.CancelledError from None
                 if not logged:
                     logged = True
                     self.log.warning("nats_consumer_unavailable", stream=config.stream, consumer=config.consumer,

@@ -399,3 +399,29 @@ def test_a_reload_adds_a_nats_source_and_a_change_reconnects_it(nats_server, tmp
             await daemon.shutdown()
 
     run_async(scenario, timeout=60)
+
+
+def test_a_stop_returns_even_when_the_client_turns_the_cancel_into_its_own_error(nats_server, tmp_path, monkeypatch):
+    """At a stop the puller may be inside a JetStream request; nats-py can answer the cancel
+    with its own error (asyncio.wait_for in 3.11 loses a cancel that meets the answer), and the
+    retry loop went on: the stop waited forever (seen in test_example_configs_run). Here every
+    consumer lookup turns its cancel into NotFoundError; the stop must still return."""
+    import nats.js
+    import nats.js.errors
+
+    async def consumer_info(self, stream, consumer, timeout=None):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise nats.js.errors.NotFoundError() from None
+
+    monkeypatch.setattr(nats.js.JetStreamContext, "consumer_info", consumer_info)
+    config = loads(shipper_config(str(tmp_path / "s"), [nats_server.url]))
+
+    async def scenario():
+        daemon = Daemon(config)
+        await daemon.start()
+        await asyncio.sleep(0.2)  # the puller is waiting on its lookup
+        await asyncio.wait_for(daemon.shutdown(), 15)
+
+    run_async(scenario, timeout=60)
