@@ -4,6 +4,9 @@ HTTP destinations) live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import faulthandler
+import sys
+
 import pytest
 import structlog
 
@@ -17,3 +20,16 @@ def _structlog_defaults():
     change where the next test's logs go."""
     yield
     structlog.reset_defaults()
+
+
+# No test takes a minute; one that hangs (a loop that never closes, a stop that waits on a
+# swallowed cancel) must fail the run with every thread's stack, not stall CI until its own
+# timeout with nothing to show.
+HANG_S = 180
+
+
+@pytest.fixture(autouse=True)
+def _fail_a_hang():
+    faulthandler.dump_traceback_later(HANG_S, exit=True, file=sys.stderr)
+    yield
+    faulthandler.cancel_dump_traceback_later()
