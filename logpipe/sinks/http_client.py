@@ -19,9 +19,10 @@ redirects, proxies, multipart, streaming answers). What the sinks need is this m
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["HttpClient", "Response", "ConnectError", "ProtocolError"]
 
@@ -83,12 +84,16 @@ class HttpClient:
         origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         pieces = [body] if isinstance(body, bytes) else body
+        host = parts.netloc.rpartition("@")[2]
+        if parts.username is not None:  # http://user:password@host/ means Basic auth, as curl reads it
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode(), **(headers or {})}
         conn = None
         try:
             async with asyncio.timeout(timeout_s):
                 conn = await self._connection(origin)
                 try:
-                    await self._send(conn, method, target, parts.netloc, pieces, headers or {})
+                    await self._send(conn, method, target, host, pieces, headers or {})
                     response, keep = await self._answer(conn, method)
                 except BaseException:
                     conn.close()

@@ -135,3 +135,18 @@ def test_an_answer_that_is_not_http_is_a_protocol_error():
         return str(e.value)
 
     assert "not an HTTP/1.x status line" in run_async(scenario)
+
+
+def test_credentials_in_the_url_become_basic_auth_and_stay_out_of_the_host_header():
+    async def scenario():
+        seen: list = []
+        server, url = await raw_server([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], seen)
+        client = HttpClient()
+        await client.request("POST", url.replace("http://", "http://user:p%40ss@") + "/", b"x", timeout_s=5)
+        await client.close()
+        server.close()
+        return seen[0][1]
+
+    request = run_async(scenario)
+    assert b"\r\nHost: 127.0.0.1:" in request and b"user" not in request.split(b"Authorization")[0]
+    assert b"\r\nAuthorization: Basic dXNlcjpwQHNz\r\n" in request  # user:p@ss
