@@ -124,7 +124,9 @@ class HttpClient:
         scheme, host, port = origin
         context = None
         if scheme == "https":
-            context = self._ssl if self._ssl is not None else ssl.create_default_context()
+            if self._ssl is None:  # made once: loading the system's CAs costs milliseconds
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
         try:
             reader, writer = await asyncio.open_connection(host, port, ssl=context, limit=_MAX_HEAD)
         except OSError as e:  # refused, unreachable, unresolvable, TLS handshake (SSLError)
