@@ -53,6 +53,7 @@ class _Connection(asyncio.Protocol):
         self.peer = ""
         self.buffer = bytearray()
         self.busy = False
+        self.eof = False  # the client has sent all it will
         self.writable = asyncio.Event()
         self.writable.set()
         self.tap: Any = None  # the tap client while streaming
@@ -73,6 +74,7 @@ class _Connection(asyncio.Protocol):
             self._next_request()
 
     def eof_received(self) -> bool:
+        self.eof = True
         return self.busy  # half-closed while answering: finish the answer, then close
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -158,7 +160,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         if self.transport is None:
             return
-        if not keep:
+        if not keep or (self.eof and not self.buffer):
             self.transport.close()
             return
         self.transport.resume_reading()
