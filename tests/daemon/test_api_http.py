@@ -142,3 +142,19 @@ def test_hostile_requests_are_answered_or_closed_and_the_api_keeps_answering(tmp
             await daemon.shutdown()
 
     run_async(scenario, 120)
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_answer_and_the_close(tmp_path):
+    async def scenario():
+        daemon = await started(make_config(tmp_path))
+        try:
+            reader, writer = await asyncio.open_connection(*daemon.api_address)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write_eof()
+            raw = await asyncio.wait_for(reader.read(), 5)  # keep-alive, yet closed once answered
+            writer.close()
+            return raw
+        finally:
+            await daemon.shutdown()
+
+    assert statuses(run_async(scenario, 30)) == [200, 200]
