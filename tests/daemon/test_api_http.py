@@ -8,9 +8,10 @@ import asyncio
 import json
 import re
 
-from tests.daemon.test_hardening import started, udp_send
+from logpipe.config import loads
+from tests.daemon.test_hardening import udp_send
 from tests.daemon.test_idle import dechunk, make_config
-from tests.helpers import run_async
+from tests.helpers import run_async, running
 
 
 async def exchange(address, data: bytes) -> bytes:
@@ -30,8 +31,7 @@ def statuses(raw: bytes) -> list[int]:
 
 def test_keep_alive_pipelining_head_and_methods(tmp_path):
     async def scenario():
-        daemon = await started(make_config(tmp_path))
-        try:
+        async with running(loads(make_config(tmp_path))) as daemon:
             raw = await exchange(daemon.api_address,
                                  b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
                                  b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -43,16 +43,13 @@ def test_keep_alive_pipelining_head_and_methods(tmp_path):
             head_answer = rest[len(b'{"status":"ok"}'):].split(b"\r\n\r\n", 1)
             assert b"text/plain" in head_answer[0] and head_answer[1].startswith(b"HTTP/1.1 405")  # HEAD: no body
             assert b"Allow: GET" in raw and raw.rstrip().endswith(b"}") and b'"sinks"' in raw.split(b"\r\n\r\n")[-1]
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, 30)
 
 
 def test_malformed_and_oversized_requests_get_their_status_and_the_daemon_keeps_answering(tmp_path):
     async def scenario():
-        daemon = await started(make_config(tmp_path))
-        try:
+        async with running(loads(make_config(tmp_path))) as daemon:
             bad = {
                 b"GARBAGE\r\n\r\n": 400,
                 b"GET health HTTP/1.1\r\n\r\n": 400,
@@ -71,16 +68,13 @@ def test_malformed_and_oversized_requests_get_their_status_and_the_daemon_keeps_
                 assert b"Connection: close" in raw
             raw = await exchange(daemon.api_address, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
             assert statuses(raw) == [200] and json.loads(raw.split(b"\r\n\r\n", 1)[1]) == {"status": "ok"}
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, 30)
 
 
 def test_a_tap_streams_chunked_until_its_limit(tmp_path):
     async def scenario():
-        daemon = await started(make_config(tmp_path))
-        try:
+        async with running(loads(make_config(tmp_path))) as daemon:
             reader, writer = await asyncio.open_connection(*daemon.api_address)
             writer.write(b"GET /api/tap?limit=3&rate=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
             await writer.drain()
@@ -93,8 +87,6 @@ def test_a_tap_streams_chunked_until_its_limit(tmp_path):
             writer.close()
             return dechunk(body)
 
-        finally:
-            await daemon.shutdown()
 
     lines = run_async(scenario, 30).splitlines()
     assert len(lines) == 3 and all(json.loads(line)["event"]["_msg"].startswith("tapped") for line in lines)
@@ -124,8 +116,7 @@ def test_hostile_requests_are_answered_or_closed_and_the_api_keeps_answering(tmp
         return bytes(data)
 
     async def scenario():
-        daemon = await started(make_config(tmp_path))
-        try:
+        async with running(loads(make_config(tmp_path))) as daemon:
             for _ in range(300):
                 request = mutate()
                 reader, writer = await asyncio.open_connection(*daemon.api_address)
@@ -138,23 +129,18 @@ def test_hostile_requests_are_answered_or_closed_and_the_api_keeps_answering(tmp
                 assert raw == b"" or re.match(rb"HTTP/1\.1 \d{3} ", raw), (request, raw[:80])
             raw = await exchange(daemon.api_address, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
             assert statuses(raw) == [200]
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, 120)
 
 
 def test_a_client_that_half_closes_after_its_request_gets_the_answer_and_the_close(tmp_path):
     async def scenario():
-        daemon = await started(make_config(tmp_path))
-        try:
+        async with running(loads(make_config(tmp_path))) as daemon:
             reader, writer = await asyncio.open_connection(*daemon.api_address)
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             writer.write_eof()
             raw = await asyncio.wait_for(reader.read(), 5)  # keep-alive, yet closed once answered
             writer.close()
             return raw
-        finally:
-            await daemon.shutdown()
 
     assert statuses(run_async(scenario, 30)) == [200, 200]

@@ -22,12 +22,11 @@ import sys
 import orjson
 
 from logpipe.config import loads
-from logpipe.daemon.app import Daemon
 from logpipe.enrich import MetadataTable
 from logpipe.metrics import Metrics
 from logpipe.parse.metadata import Announcement
 from tests.daemon.test_hardening import pause, started, udp_send
-from tests.helpers import await_until, run_async, stop_process
+from tests.helpers import await_until, run_async, running, stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,7 +62,7 @@ async def http_get(address, path: str, chunks: int = 1) -> tuple[int, bytes]:
         for i in range(0, len(request), step):
             writer.write(request[i : i + step])
             await writer.drain()
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # a loop turn between pieces, so they arrive apart: the behaviour under test
         response = await reader.read()
     finally:
         writer.close()
@@ -100,8 +99,7 @@ async def refuses_connections(address) -> bool:
 
 def test_api_answers_its_first_connection_and_every_later_one(tmp_path):
     async def scenario():
-        daemon = await started(make_config(tmp_path))
-        try:
+        async with running(loads(make_config(tmp_path))) as daemon:
             status, body = await http_get(daemon.api_address, "/health")
             assert (status, json.loads(body)) == (200, {"status": "ok"})
             status, body = await http_get(daemon.api_address, "/metrics")
@@ -111,16 +109,13 @@ def test_api_answers_its_first_connection_and_every_later_one(tmp_path):
             assert status == 200 and "out" in json.loads(body)["sinks"]
             status, _ = await http_get(daemon.api_address, "/nowhere")
             assert status == 404
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, 30)
 
 
 def test_connections_that_arrive_at_once_are_all_answered(tmp_path):
     async def scenario():
-        daemon = await started(make_config(tmp_path))
-        try:
+        async with running(loads(make_config(tmp_path))) as daemon:
             # Several at once, one of them sending its request in pieces.
             results = await asyncio.gather(
                 http_get(daemon.api_address, "/health"),
@@ -129,22 +124,17 @@ def test_connections_that_arrive_at_once_are_all_answered(tmp_path):
             )
             assert [status for status, _ in results] == [200, 200, 200]
             assert json.loads(results[1][1]) == {"status": "ok"}
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, 30)
 
 
 def test_allow_list_refuses_the_first_connection_too(tmp_path):
     async def scenario():
-        daemon = await started(make_config(tmp_path, api='allow = ["10.0.0.0/8"]'))
-        try:
+        async with running(loads(make_config(tmp_path, api='allow = ["10.0.0.0/8"]'))) as daemon:
             status, body = await http_get(daemon.api_address, "/health")
             assert status == 403 and b"address not allowed" in body
             status, _ = await http_get(daemon.api_address, "/metrics")
             assert status == 403
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, 30)
 
@@ -165,9 +155,7 @@ def test_a_reload_moves_the_api_before_anyone_used_it(tmp_path):
     path.write_text(text)
 
     async def scenario():
-        daemon = Daemon(loads(text), config_path=str(path))
-        await daemon.start()
-        try:
+        async with running(loads(text), config_path=str(path)) as daemon:
             old = daemon.api_address
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
@@ -178,8 +166,6 @@ def test_a_reload_moves_the_api_before_anyone_used_it(tmp_path):
             status, body = await http_get(daemon.api_address, "/health")
             assert (status, json.loads(body)) == (200, {"status": "ok"})
             assert await refuses_connections(old)
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, 30)
 
@@ -270,8 +256,7 @@ def test_the_schedule_does_not_outgrow_the_table_under_re_announcements():
 
 def test_entries_leave_at_their_ttl_and_the_reaper_then_has_no_timer(tmp_path):
     async def scenario():
-        daemon = await started(make_config(tmp_path))
-        try:
+        async with running(loads(make_config(tmp_path))) as daemon:
             assert daemon.reaper.due is None  # an empty table: nothing armed
             address = daemon.metadata.addresses["udp"]
             udp_send(address, orjson.dumps({"ip": "", "hostname": "short", "service": "a", "ttl_s": 1}))
@@ -285,8 +270,6 @@ def test_entries_leave_at_their_ttl_and_the_reaper_then_has_no_timer(tmp_path):
             assert daemon.reaper.due is not None and daemon.reaper.due > daemon.table.timer() + 3000
             udp_send(address, orjson.dumps({"ip": "", "hostname": "long", "op": "remove"}))
             await await_until(lambda: len(daemon.table) == 0, 5, "the long one removed")
-        finally:
-            await daemon.shutdown()
         assert daemon.reaper.due is None and daemon.table.on_deadline is None
 
     run_async(scenario, 30)
@@ -306,8 +289,7 @@ def test_snapshot_is_written_after_a_change_and_not_rewritten_while_nothing_chan
             return None
 
     async def scenario():
-        daemon = await started(make_config(tmp_path, metadata="snapshot_interval_s = 1"))
-        try:
+        async with running(loads(make_config(tmp_path, metadata="snapshot_interval_s = 1"))) as daemon:
             await pause(1.5)
             assert not os.path.exists(path)  # an empty, unchanged table is not written
             address = daemon.metadata.addresses["udp"]
@@ -318,8 +300,6 @@ def test_snapshot_is_written_after_a_change_and_not_rewritten_while_nothing_chan
             assert os.stat(path).st_mtime_ns == written
             udp_send(address, orjson.dumps({"ip": "", "hostname": "web-1", "service": "nginx"}))
             await await_until(lambda: hostnames() == {"db-1", "web-1"}, 10, "the snapshot with both")
-        finally:
-            await daemon.shutdown()
 
     run_async(scenario, 40)
     assert hostnames() == {"db-1", "web-1"}  # and saved at the stop

@@ -52,7 +52,7 @@ class FakeStore:
                 return web.Response(status=int(self.mode), text="no")
             self.lines += [orjson.loads(line) for line in body.splitlines() if line]
             if self.mode == "slow":
-                await asyncio.sleep(self.slow_s)
+                await asyncio.sleep(self.slow_s)  # the slow endpoint the test is about, not a synchronization
             return web.Response(status=204)
         finally:
             FakeStore.active -= 1

@@ -10,7 +10,7 @@ import pytest
 
 from logpipe.sinks.http_client import ConnectError, HttpClient, ProtocolError
 
-from ..helpers import run_async
+from ..helpers import await_until, run_async
 
 
 async def raw_server(answers: list[bytes], seen: list[bytes], *, close_after: bool = False):
@@ -81,7 +81,8 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused():
         server, url = await raw_server(answers, seen, close_after=True)
         client = HttpClient()
         first = await client.request("GET", url + "/", timeout_s=5)
-        await asyncio.sleep(0.1)  # the server's close reaches the idle connection
+        idle = client._idle[("http", "127.0.0.1", server.sockets[0].getsockname()[1])]
+        await await_until(lambda: idle[0].reader.at_eof(), 5, "the server's close to reach the idle connection")
         second = await client.request("GET", url + "/", timeout_s=5)
         await client.close()
         server.close()

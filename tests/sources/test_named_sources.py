@@ -122,7 +122,7 @@ def test_reload_adds_changes_and_removes_sources_while_another_streams(tmp_path)
                     writer.write(b"<14>Nov 21 10:00:00 h app: streamed seq=%d\n" % i)
                     if i % 50 == 0:
                         await writer.drain()
-                        await asyncio.sleep(0)
+                        await asyncio.sleep(0)  # a loop turn, so the reloads land mid-stream (under test)
                 await writer.drain()
 
             streaming = asyncio.create_task(stream())
