@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -38,12 +39,6 @@ __all__ = ["ApiServer"]
 IDLE_S = 60.0
 _MAX_HEAD = 16 * 1024
 _MAX_BODY = 64 * 1024
-_REASONS = {
-    200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
 
 
 class _Connection(asyncio.Protocol):
@@ -171,7 +166,7 @@ class _Connection(asyncio.Protocol):
     def _write(self, reply: Reply, keep: bool, head_only: bool = False) -> None:
         if self.transport is None:
             return
-        lines = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Unknown')}",
+        lines = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
                  f"Content-Type: {reply.content_type}", f"Content-Length: {len(reply.body)}"]
         lines += [f"{k}: {v}" for k, v in reply.headers.items()]
         if not keep:
@@ -181,7 +176,7 @@ class _Connection(asyncio.Protocol):
 
     def _refuse(self, status: int) -> None:
         self.buffer.clear()
-        self._write(Reply(status, _REASONS[status].encode(), "text/plain; charset=utf-8"), keep=False)
+        self._write(Reply(status, HTTPStatus(status).phrase.encode(), "text/plain; charset=utf-8"), keep=False)
         self._close()
 
     async def _stream_tap(self, request: TapRequest) -> None:

@@ -351,11 +351,12 @@ class LogpipeSink(_HttpSinkBase, tag="logpipe"):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert: tls_cert and tls_key go together")
         if self.tls_ca or self.tls_cert:
-            if not self.endpoints and not self.endpoint_urls()[0].startswith("https://"):
-                raise ValueError("url: tls_* keys need an https:// url")
-            for i, url in enumerate(self.endpoints):
-                if not url.startswith("https://"):
-                    raise ValueError(f"endpoints.{i}: tls_* keys need https:// endpoints, got {url!r}")
+            for i, url in enumerate(self.endpoint_urls()):
+                if url.startswith("https://"):
+                    continue
+                if not self.endpoints:
+                    raise ValueError("url: tls_* keys need an https:// url")
+                raise ValueError(f"endpoints.{i}: tls_* keys need https:// endpoints, got {url!r}")
 
 
 SinkConfig = VictoriaLogsSink | ClickHouseSink | FileSink | SyslogSink | ElasticsearchSink | NatsSink | LogpipeSink

@@ -16,7 +16,7 @@ TaskGroup entered at ``start`` and left at ``shutdown``.
 
 Idle costs nothing: no task polls. Delivery loops sleep on their buffers, the snapshot
 writer on a change of the table, the metadata reaper is one timer armed for the earliest
-expiry, and the API's aiohttp app is built on its first connection (``api_listener.py``).
+expiry, and the API (``api_listener.py``) keeps a timer only while a connection is open.
 """
 
 from __future__ import annotations

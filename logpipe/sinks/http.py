@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from .base import SendError, Sink
@@ -41,7 +42,7 @@ class HttpPoster:
         they are."""
         if self._gzip_level:
             return self.compress(b"".join(pieces))
-        return pieces[0] if len(pieces) == 1 else pieces
+        return pieces
 
     def compress(self, body: bytes) -> bytes:
         # Level 1: on log text it keeps most of the ratio of level 6 at a third of the CPU.
@@ -68,7 +69,7 @@ class HttpPoster:
             response=text,
         )
 
-    async def probe(self, method: str, url: str, headers: dict[str, str], ok: Any) -> str | None:
+    async def probe(self, method: str, url: str, headers: dict[str, str], ok: Callable[[int], bool]) -> str | None:
         """None when ``url`` answers and ``ok(status)``; else what went wrong (for a log line)."""
         try:
             resp = await self.client.request(method, url, b"", headers, timeout_s=_PROBE_TIMEOUT_S)
