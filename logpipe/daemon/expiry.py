@@ -14,6 +14,8 @@ from ..enrich import MetadataTable
 
 __all__ = ["Reaper"]
 
+_SLACK_S = 0.01
+
 
 class Reaper:
     def __init__(self, table: MetadataTable) -> None:
@@ -44,7 +46,10 @@ class Reaper:
         if self._timer is not None:
             self._timer.cancel()
         # The table's clock may not be the loop's: wait the difference, not an absolute time.
-        delay = max(0.0, deadline - self.table.timer())
+        # The loop's timers are rounded to milliseconds against a cached clock and can fire a
+        # hair before the deadline on the table's clock; the slack saves the second wakeup
+        # that would then reap the same deadline.
+        delay = max(0.0, deadline - self.table.timer()) + _SLACK_S
         self._due = deadline
         self._timer = asyncio.get_running_loop().call_later(delay, self._reap)
 
