@@ -24,7 +24,8 @@ its UDP path stalls under flow control, so only the TCP path uses ``flags(flow-c
 
 Run: ``.venv/bin/python benchmarks/bench_e2e.py`` (small default) or ``--lines 1000000``.
 Environment: ``BENCH_HOLD_MS=N`` sets logpipe's ``enrich.hold_ms``; ``BENCH_SINK_EXTRA`` is
-appended to logpipe's sink table (e.g. ``batch = { max_events = 20000, max_bytes = 8000000 }``); ``BENCH_PYSPY=FILE``
+appended to logpipe's sink table (e.g. ``batch = { max_events = 20000, max_bytes = 8000000 }``);
+``BENCH_SINK_SAMPLE=FILE`` appends a few rows of every 50th request the counting sink gets; ``BENCH_PYSPY=FILE``
 records a py-spy profile (raw collapsed stacks) of the daemon during each logpipe TCP run;
 ``BENCH_VL_PPROF=PREFIX`` saves VictoriaLogs' Go CPU profile of the first ``BENCH_VL_PPROF_S``
 (6) seconds of each run into VictoriaLogs as ``PREFIX-<shipper>.pb.gz`` (``go tool pprof -top``).
@@ -133,6 +134,7 @@ def run_sink(port_file: str) -> None:
     import uvloop
     from aiohttp import web
 
+    sample_path = os.environ.get("BENCH_SINK_SAMPLE")
     state = {"lines": 0, "bytes": 0, "requests": 0, "first": None, "last": None, "arrivals": {}}
 
     async def ingest(request: web.Request) -> web.Response:
@@ -143,6 +145,9 @@ def run_sink(port_file: str) -> None:
             state["lines"] += n
             state["bytes"] += len(body)
             state["requests"] += 1
+            if sample_path and state["requests"] % 50 == 1:  # a few rows as the destination gets them
+                with open(sample_path, "ab") as f:
+                    f.write(b"\n".join(body.split(b"\n", 5)[:5]) + b"\n")
             if state["first"] is None:
                 state["first"] = now
             state["last"] = now
@@ -582,6 +587,7 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
             dest_pid: int | None = None) -> dict:
     out = os.path.join(workdir, "sender.json")
     base = count()
+    sink_bytes0 = sink.stats()["bytes"] if sink is not None else 0
     cpu0 = cpu_seconds(shipper.pid)
     dest_cpu0 = cpu_seconds(dest_pid) if dest_pid else 0.0
     wait0 = runqueue_wait_s(shipper.pid)
@@ -631,7 +637,10 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
         "dest_cpu_s_per_m": (dest_cpu1 - dest_cpu0) / max(arrived, 1) * 1e6 if dest_pid else None,
     }
     if sink is not None:
-        arrivals = sink.stats()["arrivals"]
+        stats = sink.stats()
+        # what the destination parses per line: request body bytes (after gzip is undone)
+        row["body_bytes_per_line"] = (stats["bytes"] - sink_bytes0) / max(arrived, 1)
+        arrivals = stats["arrivals"]
         lat = sorted(arrivals[k] - t for k, t in sent["sent"].items() if k in arrivals)
         if lat:
             row["p50_ms"] = 1000 * statistics.median(lat)
@@ -813,11 +822,11 @@ def main() -> None:
     print()
     print(f"TCP, one connection, {args.lines:,} lines" + (f", median of {args.runs} runs" if args.runs > 1 else ""))
     print()
-    print("| shipper | destination | lines/s | steady lines/s (10-90 %) | MB/s | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| shipper | destination | lines/s | steady lines/s (10-90 %) | MB/s | body bytes per line | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for label, dest, r in results:
         print(f"| {label} | {'counting sink' if dest == 'sink' else 'VictoriaLogs'} | {fmt(r['lines_s'])} | "
-              f"{fmt(r.get('steady_lines_s'))} | {fmt(r['mb_s'], '.1f')} | "
+              f"{fmt(r.get('steady_lines_s'))} | {fmt(r['mb_s'], '.1f')} | {fmt(r.get('body_bytes_per_line'), '.0f')} | "
               f"{fmt(r['cpu_s_per_m'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | {fmt(r.get('p50_ms'), '.0f')} | "
               f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} | {r['cpu_share']:.2f} / {r['runq_share']:.2f} | "
               f"{fmt(r.get('dest_cpu_s_per_m'), '.2f')} | {', '.join(fmt(x) for x in r['runs_lines_s'])} |")
