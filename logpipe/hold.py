@@ -42,11 +42,14 @@ __all__ = ["Hold"]
 # A held event waits as its JSON (msgspec, the encoding the sinks get: an exact round trip
 # for parsed events), ~2.5x smaller than the dict (~740 bytes of dict and fields beyond the
 # message text): the hold is where a burst from new containers sits for seconds. Decoding
-# costs ~1.5 us per held event at release, on a small share of the lines. The bytes counted
-# per event: the JSON plus the hold's own item, its keys and their index entries (~750,
-# measured with tracemalloc for four match_on pairs: 1,120 bytes per held line of 354).
-_ITEM_OVERHEAD = 750
-_encode = msgspec.json.Encoder().encode
+# costs ~1.5 us per held event at release, on a small share of the lines. The bytes counted,
+# measured with tracemalloc for four match_on pairs (tests/daemon/test_hardening.py checks
+# that they cover it): per event its JSON plus its item and index slots (~250), per distinct
+# identifier its index entry (~240). Identifiers are shared: before, each event kept its
+# own (key, value) tuples and sets held the index, ~1,200 bytes per line of 350 instead of 600.
+_ITEM_OVERHEAD = 270
+_IDENTIFIER_OVERHEAD = 260
+_encoder = msgspec.json.Encoder()
 _decode = msgspec.json.Decoder(dict).decode
 # How long identifiers whose held lines expired untagged skip the hold. Measured on 200,000
 # lines from unannounced hosts: 6.6 us/line and every line 2 s late with the hold, 3.9
@@ -56,17 +59,31 @@ _UNANNOUNCED_LIMIT = 65536
 
 
 class _Held:
-    __slots__ = ("event", "body_keys", "holdable", "deadline", "keys", "done", "nbytes")
+    __slots__ = ("event", "body_keys", "holdable", "deadline", "waits", "done")
 
-    def __init__(self, event: bytes, body_keys: frozenset[str] | None, holdable: bool, deadline: float, keys: list,
-                 nbytes: int) -> None:
+    def __init__(self, event: bytes, body_keys: frozenset[str] | None, holdable: bool, deadline: float,
+                 waits: tuple[_Waiters, ...]) -> None:
         self.event = event
         self.body_keys = body_keys  # a BodyEvent's provenance: the join needs it after the release
         self.holdable = holdable
         self.deadline = deadline
-        self.keys = keys
+        self.waits = waits  # the index sets it is in: an item holds no identifier of its own
         self.done = False
-        self.nbytes = nbytes
+
+
+class _Waiters(list[_Held]):
+    """The held items one identifier could release, carrying that identifier (items share
+    it instead of each keeping its own (key, value) tuples). A list, not a set: an item
+    that leaves is only marked done and counted off ``live``; the list is dropped when
+    nothing in it is live and compacted when most of it is done (amortized O(1) per item).
+    ~10 bytes per entry where a set took ~70."""
+
+    __slots__ = ("identifier", "live")
+
+    def __init__(self, identifier: tuple[str, str]) -> None:
+        super().__init__()
+        self.identifier = identifier
+        self.live = 0
 
 
 class Hold:
@@ -85,7 +102,8 @@ class Hold:
         self._match_on = match_on
         self._release = release
         self._queue: deque[_Held] = deque()
-        self._index: dict[tuple[str, str], set[_Held]] = {}
+        self._index: dict[tuple[str, str], _Waiters] = {}
+        self._scratch = bytearray()
         self._ready: list[_Held] = []
         self.events = 0
         self.bytes = 0
@@ -125,6 +143,7 @@ class Hold:
         index = self._index
         unannounced = self._unannounced
         match_on = self._match_on
+        scratch = self._scratch
         for event in events:
             keys = []
             # Checked while the keys are built: every line of a host that never announces
@@ -140,20 +159,27 @@ class Hold:
             if not keys or remembered:  # remembered: a source past its first seconds, no one is coming
                 passing.append(event)
                 continue
-            data = _encode(event)
+            # Into a reused buffer, then copied at its size: encode() returns its growth
+            # buffer, ~100 bytes over the JSON, and a held line keeps it for seconds.
+            _encoder.encode_into(event, scratch)
+            data = bytes(scratch)
             nbytes = len(data) + _ITEM_OVERHEAD
             if self.events >= self.max_events or self.bytes + nbytes > self.max_bytes:
                 full += 1
                 passing.append(event)
                 continue
-            item = _Held(data, getattr(event, "body_keys", None), holdable, deadline, keys, nbytes)
-            self._queue.append(item)
+            waits = []
             for k in keys:
-                found = index.get(k)
-                if found is None:
-                    index[k] = {item}
-                else:
-                    found.add(item)
+                waiters = index.get(k)
+                if waiters is None:
+                    waiters = index[k] = _Waiters(k)
+                    self.bytes += _IDENTIFIER_OVERHEAD
+                waits.append(waiters)
+            item = _Held(data, getattr(event, "body_keys", None), holdable, deadline, tuple(waits))
+            for waiters in waits:
+                waiters.append(item)
+                waiters.live += 1
+            self._queue.append(item)
             self.events += 1
             self.bytes += nbytes
         if full:
@@ -179,8 +205,9 @@ class Hold:
             items = self._index.get(k)
             if items:
                 for item in list(items):
-                    self._take(item)
-                    ready.append(item)
+                    if not item.done:
+                        self._take(item)
+                        ready.append(item)
         if ready and not self._ready_scheduled and self._loop is not None:
             self._ready_scheduled = True
             self._loop.call_soon(self._release_ready)
@@ -202,14 +229,16 @@ class Hold:
     def _take(self, item: _Held) -> None:
         item.done = True
         self.events -= 1
-        self.bytes -= item.nbytes
+        self.bytes -= len(item.event) + _ITEM_OVERHEAD
         index = self._index
-        for k in item.keys:
-            found = index.get(k)
-            if found is not None:
-                found.discard(item)
-                if not found:
-                    del index[k]
+        for waiters in item.waits:
+            waiters.live -= 1
+            if not waiters.live:
+                if index.get(waiters.identifier) is waiters:
+                    del index[waiters.identifier]
+                    self.bytes -= _IDENTIFIER_OVERHEAD
+            elif len(waiters) > 2 * waiters.live + 16:
+                waiters[:] = [i for i in waiters if not i.done]
 
     def _release_ready(self) -> None:
         self._ready_scheduled = False
@@ -229,8 +258,8 @@ class Hold:
             if not item.done:
                 self._take(item)
                 expired.append(item)
-                for k in item.keys:
-                    unannounced[k] = remember_until
+                for waiters in item.waits:
+                    unannounced[waiters.identifier] = remember_until
         if len(unannounced) > _UNANNOUNCED_LIMIT:
             # Bounded: forgetting only means a few lines are held once more.
             self._unannounced = {k: t for k, t in unannounced.items() if t > now}
@@ -247,6 +276,7 @@ class Hold:
         udp = [_thaw(i) for i in items if not i.holdable]
         for i in items:
             i.event = b""  # the queue may still reference the item until its deadline
+            i.waits = ()
         if tcp:
             self._release(tcp, True)
         if udp:

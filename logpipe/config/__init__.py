@@ -168,7 +168,7 @@ class Enrich(Base):
     )
     hold_ms: NonNegativeInt = 2000
     hold_max_events: PositiveInt = 100_000
-    hold_max_bytes: PositiveInt = 4 * 1024 * 1024
+    hold_max_bytes: PositiveInt = 2 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for pair in self.match_on:

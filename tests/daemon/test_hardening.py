@@ -566,3 +566,59 @@ def test_a_held_event_comes_back_identical_with_its_body_provenance():
         assert got_body["dur"] == 1.5e-7 and got_plain["n"] == 7 and got_plain["b"] is True
 
     run_async(scenario, 10)
+
+
+def test_the_hold_counts_at_least_the_memory_its_lines_take():
+    """``hold_max_bytes`` bounds memory only if the bytes counted per line cover what the
+    line really costs: its JSON, its item and its index entries (tracemalloc)."""
+    import tracemalloc
+
+    from logpipe.hold import Hold
+    from logpipe.metrics import Metrics
+
+    async def scenario():
+        match_on = [("source_ip", "ip"), ("hostname", "hostname"), ("hostname", "container_id"), ("app_name", "container_id")]
+        hold = Hold(60_000, 100_000, 1 << 30, match_on, lambda events, holdable: None, Metrics())
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for start in range(0, 3000, 300):
+                # every line's strings are its own, as they are for lines parsed off a socket
+                chunk = [{"_time": "2026-12-05T12:04:58.495185Z", "_msg": f"message number {i} " + "x" * (i % 200),
+                          "hostname": f"host-{i % 40}", "app_name": f"app-{i % 7}", "proc_id": str(i),
+                          "source_ip": f"127.0.0.{i % 3}", "logpipe_source": "syslog"} for i in range(start, start + 300)]
+                assert hold.add(chunk, True) == []
+                del chunk
+            taken = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert hold.events == 3000
+        assert taken <= hold.bytes, (taken, hold.bytes)
+        hold.flush()
+
+    run_async(scenario, 10)
+
+
+def test_an_identifier_every_held_line_shares_keeps_a_compact_index_while_lines_come_and_go():
+    from types import SimpleNamespace
+
+    from logpipe.hold import Hold
+    from logpipe.metrics import Metrics
+
+    async def scenario():
+        released: list[dict] = []
+        hold = Hold(60_000, 100_000, 1 << 30, [("source_ip", "ip"), ("hostname", "hostname")],
+                    lambda events, holdable: released.extend(events), Metrics())
+        shared = ("ip", "10.0.0.1")  # one sender address in front of many new containers
+        for n in range(200):  # each round: a new host's line is held, the previous host announces
+            assert hold.add([{"_msg": f"m{n}", "hostname": f"h{n}", "source_ip": "10.0.0.1"}], True) == []
+            if n:
+                hold.announced(SimpleNamespace(ip=None, hostname=f"h{n - 1}", container_id=None))  # an Entry's identifiers
+            assert len(hold._index[shared]) <= 2 * hold._index[shared].live + 16
+        await await_until(lambda: len(released) == 199, 5, "the announced lines")
+        assert [e["_msg"] for e in released] == [f"m{n}" for n in range(199)]
+        assert hold.events == 1 and hold._index[shared].live == 1
+        hold.flush()
+        assert hold.events == 0 and not hold._index and [e["_msg"] for e in released][-1] == "m199"
+
+    run_async(scenario, 10)
