@@ -587,7 +587,7 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
             dest_pid: int | None = None) -> dict:
     out = os.path.join(workdir, "sender.json")
     base = count()
-    sink_bytes0 = sink.stats()["bytes"] if sink is not None else 0
+    stats0 = sink.stats() if sink is not None else {"bytes": 0, "requests": 0}
     cpu0 = cpu_seconds(shipper.pid)
     dest_cpu0 = cpu_seconds(dest_pid) if dest_pid else 0.0
     wait0 = runqueue_wait_s(shipper.pid)
@@ -639,7 +639,8 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
     if sink is not None:
         stats = sink.stats()
         # what the destination parses per line: request body bytes (after gzip is undone)
-        row["body_bytes_per_line"] = (stats["bytes"] - sink_bytes0) / max(arrived, 1)
+        row["body_bytes_per_line"] = (stats["bytes"] - stats0["bytes"]) / max(arrived, 1)
+        row["lines_per_request"] = arrived / max(stats["requests"] - stats0["requests"], 1)
         arrivals = stats["arrivals"]
         lat = sorted(arrivals[k] - t for k, t in sent["sent"].items() if k in arrivals)
         if lat:
@@ -822,11 +823,11 @@ def main() -> None:
     print()
     print(f"TCP, one connection, {args.lines:,} lines" + (f", median of {args.runs} runs" if args.runs > 1 else ""))
     print()
-    print("| shipper | destination | lines/s | steady lines/s (10-90 %) | MB/s | body bytes per line | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| shipper | destination | lines/s | steady lines/s (10-90 %) | MB/s | body bytes per line | lines per request | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for label, dest, r in results:
         print(f"| {label} | {'counting sink' if dest == 'sink' else 'VictoriaLogs'} | {fmt(r['lines_s'])} | "
-              f"{fmt(r.get('steady_lines_s'))} | {fmt(r['mb_s'], '.1f')} | {fmt(r.get('body_bytes_per_line'), '.0f')} | "
+              f"{fmt(r.get('steady_lines_s'))} | {fmt(r['mb_s'], '.1f')} | {fmt(r.get('body_bytes_per_line'), '.0f')} | {fmt(r.get('lines_per_request'), '.0f')} | "
               f"{fmt(r['cpu_s_per_m'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | {fmt(r.get('p50_ms'), '.0f')} | "
               f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} | {r['cpu_share']:.2f} / {r['runq_share']:.2f} | "
               f"{fmt(r.get('dest_cpu_s_per_m'), '.2f')} | {', '.join(fmt(x) for x in r['runs_lines_s'])} |")
