@@ -67,7 +67,7 @@ class _Held:
         self.body_keys = body_keys  # a BodyEvent's provenance: the join needs it after the release
         self.holdable = holdable
         self.deadline = deadline
-        self.waits = waits  # the index sets it is in: an item holds no identifier of its own
+        self.waits = waits  # the index entries it is in: an item holds no identifier of its own
         self.done = False
 
 
