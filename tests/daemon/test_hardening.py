@@ -622,3 +622,22 @@ def test_an_identifier_every_held_line_shares_keeps_a_compact_index_while_lines_
         assert hold.events == 0 and not hold._index and [e["_msg"] for e in released][-1] == "m199"
 
     run_async(scenario, 10)
+
+
+def test_a_line_with_the_same_identifier_under_two_match_on_pairs_is_released_once():
+    from types import SimpleNamespace
+
+    from logpipe.hold import Hold
+    from logpipe.metrics import Metrics
+
+    async def scenario():
+        released: list[dict] = []
+        hold = Hold(60_000, 1000, 1 << 20, [("hostname", "container_id"), ("app_name", "container_id")],
+                    lambda events, holdable: released.extend(events), Metrics())
+        assert hold.add([{"_msg": "m", "hostname": "abc", "app_name": "abc"}], True) == []
+        hold.announced(SimpleNamespace(ip=None, hostname=None, container_id="abc"))
+        await await_until(lambda: released, 5, "the release")
+        assert released == [{"_msg": "m", "hostname": "abc", "app_name": "abc"}]
+        assert hold.events == 0 and hold.bytes == 0 and not hold._index
+
+    run_async(scenario, 10)
