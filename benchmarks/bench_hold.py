@@ -64,6 +64,9 @@ tcp = "127.0.0.1:0"
 udp = "127.0.0.1:0"
 [enrich]
 hold_ms = {hold_ms}
+# Bounds out of the way: the first pass measures every line held, not the hold_full path.
+hold_max_events = 1000000
+hold_max_bytes = 1073741824
 [sinks.out]
 type = "file"
 path = "{workdir}/out"
