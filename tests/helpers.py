@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gzip
 import http.server
+import inspect
 import json
 import os
 import shutil
@@ -43,11 +44,14 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
 
 
 async def await_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    """Async ``wait_until``: yields to the loop between polls so the daemon can work."""
+    """Async ``wait_until``: yields to the loop between polls so the daemon can work. A
+    predicate may be async (a query of a server); it is awaited on each poll."""
     deadline = time.monotonic() + timeout
     never = asyncio.Event()
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
