@@ -14,6 +14,7 @@ from logpipe.buffer import record
 from logpipe.buffer.disk import LEDGER, DiskBuffer
 from logpipe.config import Buffer as BufferConfig
 from logpipe.metrics import Metrics
+from tests.helpers import await_until
 
 
 def chunk(start: int, n: int) -> tuple[list[bytes], int]:
@@ -610,21 +611,6 @@ def fill(directory: str) -> str:
     return path
 
 
-def wait_until(predicate, timeout: float = 5.0):
-    async def poll():
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            if loop.time() > deadline:
-                raise AssertionError("condition not met in time")
-            try:  # poll every 10 ms up to the deadline
-                await asyncio.wait_for(asyncio.Event().wait(), 0.01)
-            except TimeoutError:
-                pass
-
-    return poll()
-
-
 # Chunks of 200 events (over 4 KiB) so that a write needs a fresh page: tmpfs lets a
 # file grow into the unused end of its last page even when the filesystem is full.
 BIG = 200
@@ -643,7 +629,7 @@ def test_disk_full_with_block_holds_chunks_then_writes_them_when_space_returns(s
         assert buffer.events == 810 and buffer.is_full and edges == [True]
         assert env.metric("logpipe_buffer_write_errors_total", "t") >= 1
         os.remove(filler)
-        await wait_until(lambda: not buffer.is_full)  # the retry timer rewrites the spill
+        await await_until(lambda: not buffer.is_full, 5, "the retry timer to rewrite the spill")
         assert edges == [True, False]
         assert numbers(await drain(buffer)) == list(range(810))
         assert env.metric("logpipe_dropped_events_total", "buffering", "disk_error") == 0

@@ -218,7 +218,7 @@ def test_jetstream_down_under_load_the_receiver_disk_buffer_keeps_everything(nat
             while time.monotonic() < down_until and sent < 200 * chunk:  # under load, bounded
                 await send_async(address, lines(sent, sent + chunk))
                 sent += chunk
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # pacing the load through the outage, not a synchronization
             held = r.sinks["js"].buffer.events
             assert held > 0 and r.sinks["js"].deliverer.failing_since is not None
             nats_server.start()
@@ -274,11 +274,7 @@ def test_bad_input_is_stored_raw_or_counted_never_a_crash(nats_server, tmp_path)
                 info = await js.consumer_info("LOGS", "shippers")
                 return info.num_ack_pending == 0 and info.num_pending == 0
 
-            for _ in range(100):
-                if await all_acknowledged():
-                    break
-                await asyncio.sleep(0.05)
-            assert await all_acknowledged()
+            await await_until(all_acknowledged, 5, "every message acknowledged")
         finally:
             await client.close()
             await s.shutdown()
@@ -404,9 +400,12 @@ def test_a_stop_returns_even_when_the_client_turns_the_cancel_into_its_own_error
     import nats.js
     import nats.js.errors
 
+    looking_up = asyncio.Event()
+
     async def consumer_info(self, stream, consumer, timeout=None):
+        looking_up.set()
         try:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # a lookup that only the stop's cancel ends (under test)
         except asyncio.CancelledError:
             raise nats.js.errors.NotFoundError() from None
 
@@ -416,7 +415,7 @@ def test_a_stop_returns_even_when_the_client_turns_the_cancel_into_its_own_error
     async def scenario():
         daemon = Daemon(config)
         await daemon.start()
-        await asyncio.sleep(0.2)  # the puller is waiting on its lookup
+        await asyncio.wait_for(looking_up.wait(), 10)  # the puller is inside its lookup
         await asyncio.wait_for(daemon.shutdown(), 15)
 
     run_async(scenario, timeout=60)
