@@ -599,21 +599,30 @@ def test_the_hold_counts_at_least_the_memory_its_lines_take():
     run_async(scenario, 10)
 
 
-def test_an_identifier_every_held_line_shares_keeps_a_compact_index_while_lines_come_and_go():
-    from types import SimpleNamespace
-
+def recording_hold(match_on: list[tuple[str, str]]):
+    """A hold whose releases are appended to the returned list, with room for any test."""
     from logpipe.hold import Hold
     from logpipe.metrics import Metrics
 
+    released: list[dict] = []
+    return Hold(60_000, 100_000, 1 << 30, match_on, lambda events, holdable: released.extend(events), Metrics()), released
+
+
+def announcement(hostname=None, container_id=None):
+    """What ``Hold.announced`` reads of a table Entry: its identifiers."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(ip=None, hostname=hostname, container_id=container_id)
+
+
+def test_an_identifier_every_held_line_shares_keeps_a_compact_index_while_lines_come_and_go():
     async def scenario():
-        released: list[dict] = []
-        hold = Hold(60_000, 100_000, 1 << 30, [("source_ip", "ip"), ("hostname", "hostname")],
-                    lambda events, holdable: released.extend(events), Metrics())
+        hold, released = recording_hold([("source_ip", "ip"), ("hostname", "hostname")])
         shared = ("ip", "10.0.0.1")  # one sender address in front of many new containers
         for n in range(200):  # each round: a new host's line is held, the previous host announces
             assert hold.add([{"_msg": f"m{n}", "hostname": f"h{n}", "source_ip": "10.0.0.1"}], True) == []
             if n:
-                hold.announced(SimpleNamespace(ip=None, hostname=f"h{n - 1}", container_id=None))  # an Entry's identifiers
+                hold.announced(announcement(hostname=f"h{n - 1}"))
             assert len(hold._index[shared]) <= 2 * hold._index[shared].live + 16
         await await_until(lambda: len(released) == 199, 5, "the announced lines")
         assert [e["_msg"] for e in released] == [f"m{n}" for n in range(199)]
@@ -625,17 +634,10 @@ def test_an_identifier_every_held_line_shares_keeps_a_compact_index_while_lines_
 
 
 def test_a_line_with_the_same_identifier_under_two_match_on_pairs_is_released_once():
-    from types import SimpleNamespace
-
-    from logpipe.hold import Hold
-    from logpipe.metrics import Metrics
-
     async def scenario():
-        released: list[dict] = []
-        hold = Hold(60_000, 1000, 1 << 20, [("hostname", "container_id"), ("app_name", "container_id")],
-                    lambda events, holdable: released.extend(events), Metrics())
+        hold, released = recording_hold([("hostname", "container_id"), ("app_name", "container_id")])
         assert hold.add([{"_msg": "m", "hostname": "abc", "app_name": "abc"}], True) == []
-        hold.announced(SimpleNamespace(ip=None, hostname=None, container_id="abc"))
+        hold.announced(announcement(container_id="abc"))
         await await_until(lambda: released, 5, "the release")
         assert released == [{"_msg": "m", "hostname": "abc", "app_name": "abc"}]
         assert hold.events == 0 and hold.bytes == 0 and not hold._index
