@@ -8,14 +8,28 @@ the way logpipe's sink sends them. The client only hands over ready bytes, so th
 store's. Prints lines/s and VictoriaLogs' CPU per line and cores used.
 
     LOGPIPE_VICTORIALOGS_BIN=/opt/victorialogs/victoria-logs .venv/bin/python benchmarks/bench_vl_ingest.py
+
+``--shapes`` instead compares orders of the same rows, 2 requests in flight, ``--rounds``
+fresh stores each (medians; CPU counted until the store's background merges are done):
+- ``nostreams``: as logpipe sends them, no ``_stream_fields``;
+- ``mixed``: as logpipe sends them, ``_stream_fields=service`` (the shipped config);
+- ``sorted``: each request's rows ordered by service;
+- ``grouped``: one service per request (all rows grouped by service first);
+- ``window:N``: each request takes the service with the most rows among the N waiting,
+  as a sender that regroups a window of N rows would.
+
+    LOGPIPE_VICTORIALOGS_BIN=... .venv/bin/python benchmarks/bench_vl_ingest.py --lines 400000 \
+      --batch 8000 --shapes nostreams,mixed,sorted,grouped,window:16000,window:24000 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +40,7 @@ sys.path.insert(0, HERE)
 
 import aiohttp  # noqa: E402
 import bench_e2e as be  # noqa: E402
+import orjson  # noqa: E402
 
 from logpipe.config import loads  # noqa: E402
 from logpipe.daemon.app import Daemon  # noqa: E402
@@ -58,13 +73,14 @@ async def logpipe_bodies(lines: int, batch: int, workdir: str) -> list[bytes]:
     daemon = Daemon(loads(CONFIG.format(data=os.path.join(workdir, "data"))))
     for c in containers:
         labels = {k: v for k, v in c.items() if k not in ("ip", "container_id", "hostname")}
-        daemon.table.apply(Announcement("announce", None, c["hostname"], c["container_id"], None, labels))
+        daemon.graph.table.apply(Announcement("announce", None, c["hostname"], c["container_id"], None, labels))
     framed = StreamFramer(65536).feed_text(corpus)
     bodies = []
     for start in range(0, len(framed), batch):
-        events = daemon.syslog.parser.parse_lines(framed[start:start + batch], time.time(), "127.0.0.1")
-        daemon.enricher.enrich(events)
-        bodies.append(daemon.pipeline._encode_lines(events))
+        events = daemon.graph.sources["syslog"].parser.parse_lines(framed[start:start + batch], time.time(), "127.0.0.1")
+        pipeline = daemon.graph.pipeline
+        pipeline.enricher.enrich(events)
+        bodies.append(pipeline._encode_lines(events))
     return bodies
 
 
@@ -74,13 +90,13 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-async def post_all(url: str, bodies: list[bytes], concurrency: int) -> None:
+async def post_all(url: str, bodies: list[bytes], concurrency: int, query: str = "") -> None:
     queue = list(reversed(bodies))
     async with aiohttp.ClientSession() as session:
         async def sender() -> None:
             while queue:
                 body = queue.pop()
-                async with session.post(url + "/insert/jsonline?_msg_field=_msg&_time_field=_time", data=body,
+                async with session.post(url + "/insert/jsonline?_msg_field=_msg&_time_field=_time" + query, data=body,
                                         headers={"Content-Type": "application/stream+json"}) as resp:
                     await resp.read()
                     if resp.status // 100 != 2:
@@ -89,17 +105,98 @@ async def post_all(url: str, bodies: list[bytes], concurrency: int) -> None:
         await asyncio.gather(*[sender() for _ in range(concurrency)])
 
 
+def shaped(bodies: list[bytes], shape: str, batch: int) -> tuple[list[bytes], str]:
+    """The same rows in another order (``--shapes``), and the query's stream fields."""
+    if shape == "nostreams":
+        return bodies, ""
+    if shape == "mixed":
+        return bodies, "&_stream_fields=service"
+    rows = [row + b"\n" for body in bodies for row in body.split(b"\n") if row]
+    service = [orjson.loads(row).get("service") or "" for row in rows]
+    if shape == "sorted":
+        out = []
+        for start in range(0, len(rows), batch):
+            order = sorted(range(start, min(start + batch, len(rows))), key=service.__getitem__)
+            out.append(b"".join(rows[i] for i in order))
+        return out, "&_stream_fields=service"
+    if shape == "grouped":
+        order = sorted(range(len(rows)), key=service.__getitem__)
+        return [b"".join(rows[i] for i in order[s:s + batch]) for s in range(0, len(order), batch)], "&_stream_fields=service"
+    if shape.startswith("window:"):
+        window = int(shape.split(":")[1])
+        waiting: dict[str, collections.deque[int]] = {}
+        out, taken, held = [], 0, 0
+        while taken < len(rows) or held:
+            while held < window and taken < len(rows):
+                waiting.setdefault(service[taken], collections.deque()).append(taken)
+                taken += 1
+                held += 1
+            largest = max(waiting, key=lambda k: len(waiting[k]))
+            queue = waiting[largest]
+            picked = [queue.popleft() for _ in range(min(batch, len(queue)))]
+            if not queue:
+                del waiting[largest]
+            held -= len(picked)
+            out.append(b"".join(rows[i] for i in picked))
+        return out, "&_stream_fields=service"
+    raise SystemExit(f"--shapes: unknown shape {shape!r}")
+
+
+def settled_ticks(pid: int, limit_s: float = 20.0) -> int:
+    """CPU ticks once the store's background merges are done (no tick in 0.3 s), bounded."""
+    ticks, deadline = cpu_ticks(pid), time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = cpu_ticks(pid)
+        if now == ticks:
+            break
+        ticks = now
+    return ticks
+
+
+def compare_shapes(binary: str, workdir: str, bodies: list[bytes], args: argparse.Namespace) -> None:
+    shapes = {shape: shaped(bodies, shape, args.batch) for shape in args.shapes.split(",")}
+    per_run: dict[str, list[float]] = {shape: [] for shape in shapes}
+    for _ in range(args.rounds):
+        for shape, (shape_bodies, query) in shapes.items():
+            vl = be.VictoriaLogs(binary, workdir)
+            try:
+                pid = vl.server.proc.pid
+                before = cpu_ticks(pid)
+                asyncio.run(post_all(vl.url, shape_bodies, 2, query))
+                ticks = settled_ticks(pid) - before
+                if vl.rows() != args.lines:
+                    raise SystemExit(f"{shape}: VictoriaLogs took {vl.rows()} rows of {args.lines}")
+            finally:
+                vl.stop()
+            per_run[shape].append(ticks / os.sysconf("SC_CLK_TCK") / args.lines * 1e6)
+    base = statistics.median(per_run["mixed"]) if "mixed" in per_run else None
+    print(f"| shape | requests | rows per request | VictoriaLogs CPU µs per row (median of {args.rounds}) | per run |"
+          + (" ÷ mixed |" if base else ""))
+    print("| --- | ---: | ---: | ---: | --- |" + (" ---: |" if base else ""))
+    for shape, runs in per_run.items():
+        n = len(shapes[shape][0])
+        median = statistics.median(runs)
+        print(f"| {shape} | {n:,} | {args.lines / n:,.0f} | {median:.2f} | {' / '.join(f'{r:.2f}' for r in runs)} |"
+              + (f" {median / base:.2f}x |" if base else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=10_000, help="events per request (logpipe's default batch)")
     ap.add_argument("--concurrency", default="2,4", help="requests in flight, comma list")
+    ap.add_argument("--shapes", default="", help="compare row orders instead (see the module docstring), comma list")
+    ap.add_argument("--rounds", type=int, default=3, help="with --shapes: fresh stores per shape")
     args = ap.parse_args()
     binary = os.environ.get("LOGPIPE_VICTORIALOGS_BIN")
     if not binary:
         raise SystemExit("set LOGPIPE_VICTORIALOGS_BIN to a victoria-logs binary")
     workdir = tempfile.mkdtemp(prefix="bench-vl-ingest-")
     bodies = asyncio.run(logpipe_bodies(args.lines, args.batch, workdir))
+    if args.shapes:
+        compare_shapes(binary, workdir, bodies, args)
+        return
     size = sum(map(len, bodies))
     print(f"{args.lines:,} lines as logpipe encodes them, {size / 1e6:.1f} MB, {len(bodies)} bodies")
     print("| requests in flight | lines/s | VictoriaLogs CPU µs per line | VictoriaLogs cores |")
