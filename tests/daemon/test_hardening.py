@@ -568,17 +568,30 @@ def test_a_held_event_comes_back_identical_with_its_body_provenance():
     run_async(scenario, 10)
 
 
+def recording_hold(match_on: list[tuple[str, str]]):
+    """A hold whose releases are appended to the returned list, with room for any test."""
+    from logpipe.hold import Hold
+    from logpipe.metrics import Metrics
+
+    released: list[dict] = []
+    return Hold(60_000, 100_000, 1 << 30, match_on, lambda events, holdable: released.extend(events), Metrics()), released
+
+
+def announcement(hostname=None, container_id=None):
+    """What ``Hold.announced`` reads of a table Entry: its identifiers."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(ip=None, hostname=hostname, container_id=container_id)
+
+
 def test_the_hold_counts_at_least_the_memory_its_lines_take():
     """``hold_max_bytes`` bounds memory only if the bytes counted per line cover what the
     line really costs: its JSON, its item and its index entries (tracemalloc)."""
     import tracemalloc
 
-    from logpipe.hold import Hold
-    from logpipe.metrics import Metrics
-
     async def scenario():
-        match_on = [("source_ip", "ip"), ("hostname", "hostname"), ("hostname", "container_id"), ("app_name", "container_id")]
-        hold = Hold(60_000, 100_000, 1 << 30, match_on, lambda events, holdable: None, Metrics())
+        hold, _ = recording_hold([("source_ip", "ip"), ("hostname", "hostname"), ("hostname", "container_id"),
+                                  ("app_name", "container_id")])
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
@@ -597,22 +610,6 @@ def test_the_hold_counts_at_least_the_memory_its_lines_take():
         hold.flush()
 
     run_async(scenario, 10)
-
-
-def recording_hold(match_on: list[tuple[str, str]]):
-    """A hold whose releases are appended to the returned list, with room for any test."""
-    from logpipe.hold import Hold
-    from logpipe.metrics import Metrics
-
-    released: list[dict] = []
-    return Hold(60_000, 100_000, 1 << 30, match_on, lambda events, holdable: released.extend(events), Metrics()), released
-
-
-def announcement(hostname=None, container_id=None):
-    """What ``Hold.announced`` reads of a table Entry: its identifiers."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(ip=None, hostname=hostname, container_id=container_id)
 
 
 def test_an_identifier_every_held_line_shares_keeps_a_compact_index_while_lines_come_and_go():
