@@ -284,6 +284,20 @@ def runqueue_wait_s(pid: int) -> float:
     return total / 1e9
 
 
+def disk_write_bytes(pid: int) -> int:
+    """Bytes the process and its children sent to storage: written minus the dirty pages of
+    files truncated or deleted before they were written back (/proc/PID/io)."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{p}/io") as f:
+                io = dict(line.split(": ") for line in f.read().splitlines())
+        except OSError:
+            continue
+        total += int(io["write_bytes"]) - int(io["cancelled_write_bytes"])
+    return total
+
+
 def peak_rss_mb(pid: int) -> float:
     """Peak RSS of the process, or of its largest child (per worker) if that is larger."""
     peak = float("nan")
@@ -591,6 +605,7 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
     cpu0 = cpu_seconds(shipper.pid)
     dest_cpu0 = cpu_seconds(dest_pid) if dest_pid else 0.0
     wait0 = runqueue_wait_s(shipper.pid)
+    disk0 = disk_write_bytes(shipper.pid)
     profiler = None
     if os.environ.get("BENCH_PYSPY") and shipper.name == "logpipe":  # profile the daemon under this load
         profiler = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-p", str(shipper.pid),
@@ -608,6 +623,7 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
     arrived, last = wait_count(lambda: count() - base, n_lines, idle_timeout=20, samples=progress)
     cpu1 = cpu_seconds(shipper.pid)
     wait1 = runqueue_wait_s(shipper.pid)
+    disk1 = disk_write_bytes(shipper.pid)
     dest_cpu1 = cpu_seconds(dest_pid) if dest_pid else 0.0
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
@@ -630,6 +646,7 @@ def tcp_run(shipper, count, n_lines: int, corpus_path: str, corpus_bytes: int, w
         "mb_s": corpus_bytes / elapsed / 1e6,
         "cpu_s_per_m": (cpu1 - cpu0) / max(arrived, 1) * 1e6,
         "rss_mb": peak_rss_mb(shipper.pid),
+        "disk_mb": (disk1 - disk0) / 1e6,
         # share of the run the shipper could have run but waited for a CPU: other load
         "cpu_share": (cpu1 - cpu0) / elapsed,
         "runq_share": (wait1 - wait0) / elapsed,
@@ -803,7 +820,8 @@ def main() -> None:
                                           sink if dest == "sink" else None, vl.server.proc.pid if vl is not None else None)
                             runs.append(row)
                             print(f"  {label:32s} -> {dest:4s} {fmt(row['lines_s'])} lines/s, "
-                                  f"{fmt(row['cpu_s_per_m'], '.2f')} CPU-s/M, lost {row['lost']}", flush=True)
+                                  f"{fmt(row['cpu_s_per_m'], '.2f')} CPU-s/M, {fmt(row['disk_mb'], '.0f')} MB to disk, "
+                                  f"lost {row['lost']}", flush=True)
                             if dest == "sink" and args.udp_rates and run == args.runs - 1:
                                 for rate in map(int, args.udp_rates.split(",")):
                                     sink.reset()
@@ -823,12 +841,13 @@ def main() -> None:
     print()
     print(f"TCP, one connection, {args.lines:,} lines" + (f", median of {args.runs} runs" if args.runs > 1 else ""))
     print()
-    print("| shipper | destination | lines/s | steady lines/s (10-90 %) | MB/s | body bytes per line | lines per request | CPU s per M lines | peak RSS MB | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| shipper | destination | lines/s | steady lines/s (10-90 %) | MB/s | body bytes per line | lines per request | CPU s per M lines | peak RSS MB | disk MB written | p50 ms | p99 ms | lost | CPU used / waited (cores) | VictoriaLogs CPU s per M lines | lines/s per run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for label, dest, r in results:
         print(f"| {label} | {'counting sink' if dest == 'sink' else 'VictoriaLogs'} | {fmt(r['lines_s'])} | "
               f"{fmt(r.get('steady_lines_s'))} | {fmt(r['mb_s'], '.1f')} | {fmt(r.get('body_bytes_per_line'), '.0f')} | {fmt(r.get('lines_per_request'), '.0f')} | "
-              f"{fmt(r['cpu_s_per_m'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | {fmt(r.get('p50_ms'), '.0f')} | "
+              f"{fmt(r['cpu_s_per_m'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | {fmt(r.get('disk_mb'), '.0f')} | "
+              f"{fmt(r.get('p50_ms'), '.0f')} | "
               f"{fmt(r.get('p99_ms'), '.0f')} | {r['lost']} | {r['cpu_share']:.2f} / {r['runq_share']:.2f} | "
               f"{fmt(r.get('dest_cpu_s_per_m'), '.2f')} | {', '.join(fmt(x) for x in r['runs_lines_s'])} |")
     ng = {dest: r for label, dest, r in results if label.startswith("syslog-ng")}
