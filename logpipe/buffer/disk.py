@@ -37,7 +37,7 @@ On-disk format (``data_dir/buffer/SINK/``)
   with its own CRC-32, payload of events with a CRC-32). ``SEGMENT`` is a 20-digit id
   taken from the wall clock in microseconds and kept strictly increasing, so ids never
   repeat across restarts even if the ledger is lost. A new segment is started when the
-  active one reaches ``segment_bytes`` (max_bytes / 8, between 4 KiB and 64 MiB) and at
+  active one reaches ``segment_bytes`` (max_bytes / 8, between 4 KiB and 8 MiB) and at
   every start (old segments are never appended to).
 - ``ledger.json``: the acknowledged position (and the read position, informational),
   one JSON line plus a line with its CRC-32, replaced atomically (temp file + rename)
@@ -63,14 +63,16 @@ What each ``fsync`` setting promises (for data already pushed; SIGKILL loses non
 - ``always``: a background thread fsyncs after every write (group commit: writes that
   arrive during one fsync share the next). An OS crash or power loss loses at most the
   pushes of the last few milliseconds whose fsync had not completed.
-- ``interval`` (default, ``fsync_interval_ms`` = 1000): the first write after a sync
-  wakes the thread, which fsyncs one interval later (covering every write of that
-  interval): an OS crash loses at most about that interval of pushes. Nothing written,
-  no wakeups.
+- ``interval`` (default, ``fsync_interval_ms`` = 1000): a segment file is fsynced one
+  interval after its first unsynced write (covering every write of that interval): an
+  OS crash loses at most about that interval of pushes. Nothing written, no wakeups.
 - ``never``: the kernel writes back when it likes (Linux: typically within 30 s); an OS
   crash can lose that much. A graceful stop still fsyncs once.
 In every mode the ledger is fsynced with the segments; a stale ledger after a crash only
-means replaying (duplicating) some acknowledged events, never losing any.
+means replaying (duplicating) some acknowledged events, never losing any. A segment
+deleted before its fsync fell due (every event in it acknowledged) is not fsynced: its
+unlink is made durable instead (the directory's fsync), so a crash cannot bring it back
+with pages that never reached the disk, and a sink that keeps up keeps the data off it.
 """
 
 from __future__ import annotations
@@ -231,8 +233,7 @@ class DiskBuffer(Recovery, SegmentReader):
     def _stop_writing(self, sync: bool = True) -> None:
         if self._wfd is not None:
             fd, self._wfd = self._wfd, None
-            self._syncer.set_fd(None)
-            self._syncer.retire(fd, sync)
+            self._syncer.retire(fd, self._segments[-1] if sync else None)
 
     def _write_failed(self, error: OSError) -> None:
         self._write_errors.inc()
@@ -312,6 +313,7 @@ class DiskBuffer(Recovery, SegmentReader):
             self._segments.popleft()
             del self._by_id[seg.id]
             remove_file(seg.path)
+            seg.deleted = True  # after the unlink: the fsync thread relies on that order
             self._syncer.meta_changed()
 
     # --- closing -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ def segment_name(seg_id: int) -> str:
 
 
 class Segment:
-    __slots__ = ("id", "path", "end", "undecoded_events", "undecoded_bytes", "bad")
+    __slots__ = ("id", "path", "end", "undecoded_events", "undecoded_bytes", "bad", "deleted")
 
     def __init__(self, seg_id: int, path: str) -> None:
         self.id = seg_id
@@ -36,6 +36,9 @@ class Segment:
         self.undecoded_events = 0
         self.undecoded_bytes = 0
         self.bad: set[int] = set()  # offsets of damage already counted
+        # Set once the file is unlinked (every event in it acknowledged): the fsync thread
+        # then skips its pending fsync, so data a healthy sink already took never goes to disk.
+        self.deleted = False
 
 
 class Frame:

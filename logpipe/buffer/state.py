@@ -16,6 +16,13 @@ from .base import Buffer
 from .segment import LEDGER, Frame, InFlight, Position, Segment, segment_name
 from .syncer import Syncer
 
+# Small segments let a healthy sink's data stay off the disk: a segment whose events were
+# all acknowledged before its fsync fell due is deleted unsynced (syncer.py), and with one
+# interval of a busy buffer spanning several segments most of them are. Larger ones kept
+# the active file's pages dirty until the interval's fsync wrote them (a 64 MiB segment:
+# ~175 MB to disk for 1,000,000 lines into a healthy sink, 8 MiB: ~4 MB; benchmarks/README).
+SEGMENT_BYTES_MAX = 8 * 1024 * 1024
+
 __all__ = ["DiskState"]
 
 
@@ -28,7 +35,7 @@ class DiskState(Buffer):
         self.name = name
         self.directory = directory
         self.block = config.when_full == "block"
-        self.segment_bytes = segment_bytes or max(4096, min(64 * 1024 * 1024, config.max_bytes // 8))
+        self.segment_bytes = segment_bytes or max(4096, min(SEGMENT_BYTES_MAX, config.max_bytes // 8))
         # The spill only exists while writes fail in block mode; it counts in ``bytes``, so
         # the lane holds sources back long before this bound, which is a last resort.
         self.spill_max_bytes = max(config.max_bytes, 1024 * 1024)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 
-from .segment import LEDGER, close_fd, fsync_path
+from .segment import LEDGER, Segment, close_fd, fsync_path
 
 __all__ = ["Syncer"]
 
@@ -19,92 +20,136 @@ class Syncer:
     Only this object closes write descriptors, so the thread never fsyncs a descriptor
     that was closed (and maybe reused) under it.
 
-    The thread sleeps until something is unsynced: the first write (or ledger change, or
-    retired descriptor) after a sync wakes it; ``interval`` then waits out the interval
-    before the fsync, so one fsync covers every write of that interval, and an idle buffer
-    costs no wakeups at all."""
+    A file is due for its fsync one interval after its first unsynced write (``always``:
+    at once), so one fsync covers every write of that interval. A segment deleted before
+    it was due (every event in it acknowledged) is never fsynced: a sink that takes the
+    data within the interval keeps it off the disk, since the kernel drops a deleted
+    file's dirty pages. The thread sleeps until the next file is due, and not at all while
+    nothing is unsynced, so an idle buffer costs no wakeups."""
 
     def __init__(self, mode: str, interval_s: float, directory: str, on_error: Callable[[OSError], None]) -> None:
         self.mode = mode
-        self.interval_s = interval_s
+        self.interval_s = interval_s if mode == "interval" else 0.0
         self.directory = directory
         self._on_error = on_error
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._fd: int | None = None
-        self._dirty = False
-        self._meta_dirty = False  # ledger replaced or segments created/deleted
-        self._retiring: list[tuple[int, bool]] = []
+        # monotonic time of the first write (or ledger change) not yet fsynced, else None
+        self._fd_since: float | None = None
+        self._meta_since: float | None = None  # ledger replaced or segments created/deleted
+        # retired write descriptors: (fd, the segment to fsync or None, its first unsynced write)
+        self._retiring: list[tuple[int, Segment | None, float | None]] = []
         self._stop = False
-        self._stopping = threading.Event()  # ends the interval's wait at a stop
+        self._stopping = threading.Event()  # ends a wait for a due time at a stop
         self._thread: threading.Thread | None = None
         if mode != "never":
             self._thread = threading.Thread(target=self._run, name=f"fsync:{directory}", daemon=True)
             self._thread.start()
 
-    def set_fd(self, fd: int | None) -> None:
+    def set_fd(self, fd: int) -> None:
         with self._lock:
             self._fd = fd
+            self._fd_since = None
 
-    # Called per push: only the first write after a sync pays for waking the thread (the
-    # thread takes its snapshot after the write(2) returned, so a write that finds the flag
-    # already set is covered by the fsync that follows).
+    # Called per push: only the first write after a sync pays for a clock read and waking
+    # the thread. The thread clears the mark before its fsync, and a write calls this after
+    # its write(2) returned, so a write that finds the mark already set is covered by the
+    # fsync that clears it.
     def written(self) -> None:
-        if not self._dirty:
-            self._dirty = True
+        if self._fd_since is None:
+            self._fd_since = time.monotonic()
             self._wake.set()
 
     def meta_changed(self) -> None:
-        if not self._meta_dirty:
-            self._meta_dirty = True
+        if self._meta_since is None:
+            self._meta_since = time.monotonic()
             self._wake.set()
 
-    def retire(self, fd: int, sync: bool) -> None:
-        if self._thread is None:
-            close_fd(fd)
-            return
+    def retire(self, fd: int, segment: Segment | None) -> None:
+        """The active descriptor ``fd`` is written no more: close it, after fsyncing what
+        was written to ``segment`` unless that is None (nothing in it is needed) or it is
+        deleted before it is due."""
         with self._lock:
-            self._retiring.append((fd, sync))
+            since = self._fd_since if segment is not None else None
+            if self._fd == fd:
+                self._fd, self._fd_since = None, None
+            if self._thread is None:
+                close_fd(fd)
+                return
+            self._retiring.append((fd, segment, since))
         self._wake.set()
 
     def _run(self) -> None:
-        while True:
+        while not self._stop:
             self._wake.wait()
             self._wake.clear()
-            if self.mode == "interval":
-                self._stopping.wait(self.interval_s)
-            stop = self._stop
-            self.sync_once()
-            if stop:
-                return
+            while not self._stop:
+                due = self._next_due()
+                if due is None:
+                    break
+                delay = due - time.monotonic()
+                if delay > 0 and self._stopping.wait(delay):
+                    break
+                self.sync_once(time.monotonic())
 
-    def sync_once(self) -> None:
+    def _next_due(self) -> float | None:
         with self._lock:
-            fd = self._fd if self._dirty else None
-            self._dirty = False
-            meta, self._meta_dirty = self._meta_dirty, False
-            retiring, self._retiring = self._retiring, []
-        # Outside the lock (the event loop never waits for a disk): only this thread
-        # closes descriptors, so ``fd`` stays open until a later pass retires it.
+            times = [t for t in (self._fd_since, self._meta_since) if t is not None]
+            for _, segment, since in self._retiring:
+                # nothing to sync, or deleted already: only the close is left, at once
+                times.append(since if segment is not None and not segment.deleted and since is not None else 0.0)
+        return min(times) + self.interval_s if times else None
+
+    def sync_once(self, now: float | None = None) -> None:
+        """fsync what is due at ``now`` (everything when None) and close what is retired."""
+        horizon = None if now is None else now - self.interval_s
+
+        def due(since: float | None) -> bool:
+            return since is not None and (horizon is None or since <= horizon)
+
+        with self._lock:
+            fd = None
+            if self._fd is not None and (now is None or due(self._fd_since)):
+                fd, self._fd_since = self._fd, None
+            meta = now is None or due(self._meta_since)
+            if meta:
+                self._meta_since = None
+            closing: list[tuple[int, Segment | None, float | None]] = []
+            keep: list[tuple[int, Segment | None, float | None]] = []
+            for entry in self._retiring:
+                _, segment, since = entry
+                (closing if segment is None or segment.deleted or due(since) else keep).append(entry)
+            self._retiring = keep
+        # Outside the lock (the event loop never waits for a disk): only this thread closes
+        # descriptors, so ``fd`` stays open until a later pass retires it. Whether a segment
+        # was deleted is read before the directory's fsync below: a segment is flagged only
+        # after its unlink, so that fsync makes every skipped file's unlink durable, and
+        # after a crash it is gone rather than back with pages that were never written.
+        wanted = [(old, segment) for old, segment, _ in closing if segment is not None]
+        pending = [old for old, segment in wanted if not segment.deleted]
+        skipped = len(pending) < len(wanted)
         try:
-            if fd is not None:
-                os.fsync(fd)
-            for old, sync in retiring:
-                if sync:
-                    os.fsync(old)
-        except OSError as e:
-            self._on_error(e)
-        finally:
-            for old, _ in retiring:
-                close_fd(old)
-        if meta:
-            try:
+            if meta or skipped:
                 ledger = os.path.join(self.directory, LEDGER)
                 if os.path.exists(ledger):
                     fsync_path(ledger)
                 fsync_path(self.directory)
-            except OSError as e:
-                self._on_error(e)
+        except OSError as e:
+            self._on_error(e)
+        try:
+            if fd is not None:
+                self._fsync(fd)
+            for old in pending:
+                self._fsync(old)
+        except OSError as e:
+            self._on_error(e)
+        finally:
+            for old, _, _ in closing:
+                close_fd(old)
+
+    def _fsync(self, fd: int) -> None:
+        os.fsync(fd)
 
     def stop(self) -> None:
         """Final fsync of everything (also in ``never`` mode: a graceful stop is cheap to make durable)."""
@@ -114,8 +159,4 @@ class Syncer:
             self._wake.set()
             self._thread.join()
             self._thread = None
-        self._dirty = True
-        self._meta_dirty = True
         self.sync_once()
-
-

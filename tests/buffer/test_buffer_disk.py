@@ -14,6 +14,7 @@ from logpipe.buffer import record
 from logpipe.buffer.disk import LEDGER, DiskBuffer
 from logpipe.config import Buffer as BufferConfig
 from logpipe.metrics import Metrics
+from tests.buffer.test_buffer_syncer import RecordingSyncer
 from tests.helpers import await_until
 
 
@@ -126,6 +127,45 @@ def test_every_fsync_mode_round_trips_across_a_restart(env, fsync):
         assert env.metric("logpipe_buffer_replayed_events_total", "t") == 100
         assert numbers(await drain(again)) == list(range(100))
         await again.aclose()
+
+    run(main())
+
+
+def open_descriptors_under(directory: str) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(directory + "/"):
+            found.append(target)
+    return found
+
+
+def test_what_the_sink_takes_within_the_interval_is_never_fsynced_and_the_rest_is(env, monkeypatch):
+    # fsync = "interval": a push is on disk one interval after it was written at the
+    # latest, unless it was acknowledged and its segment deleted before: a healthy sink
+    # keeps the data off the disk.
+    monkeypatch.setattr("logpipe.buffer.state.Syncer", RecordingSyncer)
+    env = Env(env.directory, fsync="interval", fsync_interval_ms=500)
+
+    async def main():
+        buffer = env.open(segment_bytes=500)
+        syncer = buffer._syncer
+        push_range(buffer, 0, 20, 5)  # several segments
+        assert len(env.segments()) > 2
+        assert numbers(await drain(buffer)) == list(range(100))  # taken and acknowledged at once
+        await await_until(lambda: not open_descriptors_under(env.directory), what="the segments' descriptors closed")
+        assert env.segments() == [] and syncer.fsynced == []
+        await buffer.aclose()
+
+        again = env.open(segment_bytes=500)
+        syncer = again._syncer
+        push_range(again, 100, 20, 5)  # never taken: due one interval later
+        await await_until(lambda: len(syncer.fsynced) >= len(env.segments()), what="every segment fsynced")
+        await again.aclose()
+        assert numbers(await drain(env.open())) == list(range(100, 200))
 
     run(main())
 

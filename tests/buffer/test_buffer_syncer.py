@@ -1,4 +1,5 @@
-"""The disk buffer's fsync thread: it runs only when something is unsynced (syncer.py)."""
+"""The disk buffer's fsync thread: it runs only when something is unsynced, and a file
+deleted before it falls due is never fsynced (syncer.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 
 import pytest
 
+from logpipe.buffer.segment import Segment
 from logpipe.buffer.syncer import Syncer
+from tests.helpers import wait_until
 
 
 class CountingSyncer(Syncer):
@@ -19,8 +22,8 @@ class CountingSyncer(Syncer):
         self.passed = threading.Event()
         super().__init__(*args, **kwargs)
 
-    def sync_once(self) -> None:
-        super().sync_once()
+    def sync_once(self, now: float | None = None) -> None:
+        super().sync_once(now)
         self.passes.append(time.monotonic())
         self.passed.set()
 
@@ -64,3 +67,57 @@ def test_stop_does_not_wait_out_the_interval(segment):
     syncer.stop()  # the final fsync happens at once
     assert time.monotonic() - started < 5
     os.close(fd)
+
+
+class RecordingSyncer(Syncer):
+    """Records which descriptors were fsynced."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.fsynced: list[int] = []
+        super().__init__(*args, **kwargs)
+
+    def _fsync(self, fd: int) -> None:
+        super()._fsync(fd)
+        self.fsynced.append(fd)
+
+
+def test_a_segment_deleted_before_it_is_due_is_never_fsynced(tmp_path):
+    # One written and deleted within the interval (a sink took its events) and one that is
+    # still needed when it falls due: only the second one goes to the disk.
+    paths = [tmp_path / "1.seg", tmp_path / "2.seg"]
+    fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND) for p in paths]
+    segments = [Segment(i, str(p)) for i, p in enumerate(paths)]
+    errors: list[OSError] = []
+    syncer = RecordingSyncer("interval", 0.3, str(tmp_path), errors.append)
+    try:
+        for fd, segment in zip(fds, segments, strict=True):
+            syncer.set_fd(fd)
+            os.write(fd, b"x" * 1000)
+            syncer.written()
+            syncer.retire(fd, segment)
+        os.remove(paths[0])
+        segments[0].deleted = True
+        syncer.meta_changed()
+        wait_until(lambda: fds[1] in syncer.fsynced, what="the needed segment's fsync")
+        assert fds[0] not in syncer.fsynced and not errors
+    finally:
+        syncer.stop()
+    assert fds[0] not in syncer.fsynced  # not at the stop either
+
+
+def test_the_active_file_is_fsynced_one_interval_after_its_first_write(segment):
+    directory, fd = segment
+    syncer = RecordingSyncer("interval", 0.2, directory, lambda e: None)
+    try:
+        syncer.set_fd(fd)
+        first = time.monotonic()
+        for _ in range(3):  # later writes do not push the due time back
+            os.write(fd, b"x")
+            syncer.written()
+        wait_until(lambda: fd in syncer.fsynced, what="the active file's fsync")
+        assert time.monotonic() - first >= 0.18
+        assert syncer.fsynced == [fd]
+    finally:
+        syncer.stop()
+        os.close(fd)
+
