@@ -18,9 +18,10 @@ from .syncer import Syncer
 
 # Small segments let a healthy sink's data stay off the disk: a segment whose events were
 # all acknowledged before its fsync fell due is deleted unsynced (syncer.py), and with one
-# interval of a busy buffer spanning several segments most of them are. Larger ones kept
-# the active file's pages dirty until the interval's fsync wrote them (a 64 MiB segment:
-# ~175 MB to disk for 1,000,000 lines into a healthy sink, 8 MiB: ~4 MB; benchmarks/README).
+# interval of a busy buffer spanning several segments most of them are. A larger active
+# file is still being written when it falls due, and its fsync writes what the sink took
+# long ago (1,000,000 lines into a healthy sink, bench_e2e with this constant set to 64 MiB:
+# 29 MB to disk; at 8 MiB: 4 MB).
 SEGMENT_BYTES_MAX = 8 * 1024 * 1024
 
 __all__ = ["DiskState"]
