@@ -72,6 +72,8 @@ class Syncer:
         deleted before it is due."""
         with self._lock:
             since = self._fd_since if segment is not None else None
+            if since is None:  # every write to it is synced already
+                segment = None
             if self._fd == fd:
                 self._fd, self._fd_since = None, None
             if self._thread is None:
@@ -98,7 +100,7 @@ class Syncer:
             times = [t for t in (self._fd_since, self._meta_since) if t is not None]
             for _, segment, since in self._retiring:
                 # nothing to sync, or deleted already: only the close is left, at once
-                times.append(since if segment is not None and not segment.deleted and since is not None else 0.0)
+                times.append(since if segment is not None and since is not None and not segment.deleted else 0.0)
         return min(times) + self.interval_s if times else None
 
     def sync_once(self, now: float | None = None) -> None:
@@ -110,7 +112,7 @@ class Syncer:
 
         with self._lock:
             fd = None
-            if self._fd is not None and (now is None or due(self._fd_since)):
+            if now is None or due(self._fd_since):
                 fd, self._fd_since = self._fd, None
             meta = now is None or due(self._meta_since)
             if meta:

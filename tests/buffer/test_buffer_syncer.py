@@ -121,3 +121,21 @@ def test_the_active_file_is_fsynced_one_interval_after_its_first_write(segment):
         syncer.stop()
         os.close(fd)
 
+
+
+def test_a_segment_retired_with_nothing_unsynced_is_closed_without_an_fsync(segment):
+    directory, fd = segment
+    syncer = CountingSyncer("interval", 0.05, directory, lambda e: None)
+    fsynced: list[int] = []
+    syncer._fsync = fsynced.append  # type: ignore[method-assign]
+    try:
+        syncer.set_fd(fd)
+        syncer.retire(fd, Segment(1, os.path.join(directory, "s.seg")))  # never written since
+        assert syncer.passed.wait(5)
+        syncer.passed.clear()
+        assert not syncer.passed.wait(0.3)  # one pass closed it; the thread is idle again
+        assert len(syncer.passes) == 1 and fsynced == []
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    finally:
+        syncer.stop()
