@@ -14,7 +14,7 @@ from logpipe.buffer import record
 from logpipe.buffer.disk import LEDGER, DiskBuffer
 from logpipe.config import Buffer as BufferConfig
 from logpipe.metrics import Metrics
-from tests.buffer.test_buffer_syncer import RecordingSyncer
+from tests.buffer.test_buffer_syncer import CountingSyncer
 from tests.helpers import await_until
 
 
@@ -147,7 +147,7 @@ def test_what_the_sink_takes_within_the_interval_is_never_fsynced_and_the_rest_i
     # fsync = "interval": a push is on disk one interval after it was written at the
     # latest, unless it was acknowledged and its segment deleted before: a healthy sink
     # keeps the data off the disk.
-    monkeypatch.setattr("logpipe.buffer.state.Syncer", RecordingSyncer)
+    monkeypatch.setattr("logpipe.buffer.state.Syncer", CountingSyncer)
     env = Env(env.directory, fsync="interval", fsync_interval_ms=500)
 
     async def main():

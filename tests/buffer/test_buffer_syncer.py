@@ -15,17 +15,29 @@ from tests.helpers import wait_until
 
 
 class CountingSyncer(Syncer):
-    """Records each pass of the thread and when it happened."""
+    """Records each pass of the thread, when it happened, and which descriptors it fsynced."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self.passes: list[float] = []
         self.passed = threading.Event()
+        self.fsynced: list[int] = []
         super().__init__(*args, **kwargs)
 
     def sync_once(self, now: float | None = None) -> None:
         super().sync_once(now)
         self.passes.append(time.monotonic())
         self.passed.set()
+
+    def _fsync(self, fd: int) -> None:
+        super()._fsync(fd)
+        self.fsynced.append(fd)
+
+
+def one_pass_then_idle(syncer: CountingSyncer) -> bool:
+    """Waits for the thread's next pass; True if it was its only one and it is idle after."""
+    assert syncer.passed.wait(5)
+    syncer.passed.clear()
+    return not syncer.passed.wait(0.3) and len(syncer.passes) == 1
 
 
 @pytest.fixture
@@ -46,12 +58,9 @@ def test_an_idle_syncer_never_wakes_and_a_write_is_synced_once(segment, mode):
         os.write(fd, b"x")
         syncer.written()
         syncer.written()  # a second write before the sync shares it
-        assert syncer.passed.wait(5)
+        assert one_pass_then_idle(syncer) and not errors  # synced: idle again
         if mode == "interval":  # waits out the interval, so one fsync covers its writes
             assert syncer.passes[0] - written >= 0.04
-        syncer.passed.clear()
-        assert not syncer.passed.wait(0.3)  # synced: idle again
-        assert len(syncer.passes) == 1 and not errors
     finally:
         syncer.stop()
         os.close(fd)
@@ -69,18 +78,6 @@ def test_stop_does_not_wait_out_the_interval(segment):
     os.close(fd)
 
 
-class RecordingSyncer(Syncer):
-    """Records which descriptors were fsynced."""
-
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        self.fsynced: list[int] = []
-        super().__init__(*args, **kwargs)
-
-    def _fsync(self, fd: int) -> None:
-        super()._fsync(fd)
-        self.fsynced.append(fd)
-
-
 def test_a_segment_deleted_before_it_is_due_is_never_fsynced(tmp_path):
     # One written and deleted within the interval (a sink took its events) and one that is
     # still needed when it falls due: only the second one goes to the disk.
@@ -88,7 +85,7 @@ def test_a_segment_deleted_before_it_is_due_is_never_fsynced(tmp_path):
     fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND) for p in paths]
     segments = [Segment(i, str(p)) for i, p in enumerate(paths)]
     errors: list[OSError] = []
-    syncer = RecordingSyncer("interval", 0.3, str(tmp_path), errors.append)
+    syncer = CountingSyncer("interval", 0.3, str(tmp_path), errors.append)
     try:
         for fd, segment in zip(fds, segments, strict=True):
             syncer.set_fd(fd)
@@ -107,7 +104,7 @@ def test_a_segment_deleted_before_it_is_due_is_never_fsynced(tmp_path):
 
 def test_the_active_file_is_fsynced_one_interval_after_its_first_write(segment):
     directory, fd = segment
-    syncer = RecordingSyncer("interval", 0.2, directory, lambda e: None)
+    syncer = CountingSyncer("interval", 0.2, directory, lambda e: None)
     try:
         syncer.set_fd(fd)
         first = time.monotonic()
@@ -122,19 +119,13 @@ def test_the_active_file_is_fsynced_one_interval_after_its_first_write(segment):
         os.close(fd)
 
 
-
 def test_a_segment_retired_with_nothing_unsynced_is_closed_without_an_fsync(segment):
     directory, fd = segment
     syncer = CountingSyncer("interval", 0.05, directory, lambda e: None)
-    fsynced: list[int] = []
-    syncer._fsync = fsynced.append  # type: ignore[method-assign]
     try:
         syncer.set_fd(fd)
         syncer.retire(fd, Segment(1, os.path.join(directory, "s.seg")))  # never written since
-        assert syncer.passed.wait(5)
-        syncer.passed.clear()
-        assert not syncer.passed.wait(0.3)  # one pass closed it; the thread is idle again
-        assert len(syncer.passes) == 1 and fsynced == []
+        assert one_pass_then_idle(syncer) and syncer.fsynced == []  # one pass closed it
         with pytest.raises(OSError):
             os.fstat(fd)
     finally:
