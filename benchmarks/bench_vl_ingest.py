@@ -16,7 +16,9 @@ fresh stores each (medians; CPU counted until the store's background merges are 
 - ``sorted``: each request's rows ordered by service;
 - ``grouped``: one service per request (all rows grouped by service first);
 - ``window:N``: each request takes the service with the most rows among the N waiting,
-  as a sender that regroups a window of N rows would.
+  as a sender that regroups a window of N rows would;
+- ``without:A+B``: as ``mixed`` with the fields A and B taken out of every row (what
+  those fields cost the store).
 
     LOGPIPE_VICTORIALOGS_BIN=... .venv/bin/python benchmarks/bench_vl_ingest.py --lines 400000 \
       --batch 8000 --shapes nostreams,mixed,sorted,grouped,window:16000,window:24000 --rounds 3
@@ -122,6 +124,14 @@ def shaped(bodies: list[bytes], shape: str, batch: int) -> tuple[list[bytes], st
     if shape == "grouped":
         order = sorted(range(len(rows)), key=service.__getitem__)
         return [b"".join(rows[i] for i in order[s:s + batch]) for s in range(0, len(order), batch)], "&_stream_fields=service"
+    if shape.startswith("without:"):
+        dropped = shape.split(":", 1)[1].split("+")
+        parsed = [orjson.loads(row) for row in rows]
+        for fields in parsed:
+            for name in dropped:
+                fields.pop(name, None)
+        slim = [orjson.dumps(fields) + b"\n" for fields in parsed]
+        return [b"".join(slim[s:s + batch]) for s in range(0, len(slim), batch)], "&_stream_fields=service"
     if shape.startswith("window:"):
         window = int(shape.split(":")[1])
         waiting: dict[str, collections.deque[int]] = {}
