@@ -421,10 +421,12 @@ def dump_toml(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def shipped_config(path: str, data_dir: str, sink_url: str, buffer: str) -> str:
+def shipped_config(path: str, data_dir: str, sink_url: str, buffer: str, streams: str = "config") -> str:
     """``path`` as a user ships it, made runnable here: listeners on ephemeral loopback ports,
     every HTTP sink pointed at this run's destination, data_dir a temp dir; with buffer
-    "config" each sink keeps the file's buffer, otherwise it gets that one."""
+    "config" each sink keeps the file's buffer, otherwise it gets that one; with streams
+    "config" each VictoriaLogs sink keeps the file's ``stream_fields``, "none" sets none,
+    and "a+b" sets ["a", "b"]."""
     import tomllib
 
     with open(path, "rb") as f:
@@ -442,6 +444,8 @@ def shipped_config(path: str, data_dir: str, sink_url: str, buffer: str) -> str:
         sink["url"] = sink_url
         if buffer != "config":
             sink["buffer"] = buffer_config(buffer)
+        if streams != "config" and sink.get("type") == "victorialogs":
+            sink["stream_fields"] = [] if streams == "none" else streams.split("+")
     return dump_toml(doc)
 
 
@@ -456,7 +460,7 @@ class Logpipe:
 
     def __init__(self, workdir: str, sink_url: str, compression: str, buffer: str, containers: list[dict],
                  workers: int = 1, concurrency: int = 1, config_path: str | None = None,
-                 code_tree: str | None = None) -> None:
+                 code_tree: str | None = None, streams: str = "config") -> None:
         from tests.helpers import DaemonProcess
 
         self.dir = tempfile.mkdtemp(prefix="logpipe-", dir=workdir)
@@ -487,7 +491,7 @@ buffer = {buffer_conf}
 {os.environ.get("BENCH_SINK_EXTRA", "")}
 """
         if config_path:
-            config = shipped_config(config_path, f"{self.dir}/data", sink_url, buffer)
+            config = shipped_config(config_path, f"{self.dir}/data", sink_url, buffer, streams)
         # code_tree: another checkout's logpipe (a "before"), imported first by the daemon.
         saved = os.environ.get("PYTHONPATH")
         if code_tree:
@@ -745,9 +749,11 @@ def main() -> None:
     ap.add_argument("--buffer", default="memory", help="logpipe buffer(s), comma list: memory, disk, memory:MiB (max_bytes; default 256 MiB memory, 2 GiB disk)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--concurrency", default="2", help="logpipe sink concurrency value(s), comma list (batches in flight)")
-    ap.add_argument("--config", help="run logpipe with this config file (e.g. config/victorialogs.toml), rewritten for "
+    ap.add_argument("--config", help="run logpipe with this config file, or each of a comma list (e.g. config/victorialogs.toml), rewritten for "
                     "ephemeral loopback ports, this run's destination and a temp data_dir; --buffer 'config' keeps "
                     "its buffer, another --buffer value replaces it; --compression/--concurrency do not apply")
+    ap.add_argument("--streams", default="config", help="with --config: VictoriaLogs stream_fields variant(s), comma "
+                    "list: config (as the file has them), none, or fields joined by '+' (service+container_id)")
     ap.add_argument("--before", help="also run logpipe from this checkout (e.g. a worktree of 3350bb0), same variants")
     ap.add_argument("--corpus", default=os.environ.get("LOGPIPE_CORPUS", "/work/shared/corpus/loghub"))
     ap.add_argument("--_sink")
@@ -791,13 +797,18 @@ def main() -> None:
         trees = [(None, "")] + ([(os.path.abspath(args.before), "before, ")] if args.before else [])
         if "logpipe" in only and args.config:
             for tree, tag in trees:
-                for buf in args.buffer.split(","):
-                    # A "before" checkout runs its own version of the config file.
-                    path = os.path.join(tree, args.config) if tree and not os.path.isabs(args.config) else args.config
-                    label = f"logpipe ({tag}{os.path.basename(args.config)}" + \
-                        (f", {buf} buffer" if buf != "config" else "") + ")"
-                    variants.append((label, lambda url, buf=buf, tree=tree, path=path:
-                                     Logpipe(workdir, url, "", buf, cs, config_path=path, code_tree=tree)))
+                for config in args.config.split(","):
+                    for streams in args.streams.split(","):
+                        for buf in args.buffer.split(","):
+                            # A "before" checkout runs its own version of the config file.
+                            path = os.path.join(tree, config) if tree and not os.path.isabs(config) else config
+                            label = f"logpipe ({tag}{os.path.basename(config)}" + \
+                                (f", {buf} buffer" if buf != "config" else "") + \
+                                ("" if streams == "config" else ", no streams" if streams == "none"
+                                 else f", streams by {streams.replace('+', ', ')}") + ")"
+                            variants.append((label, lambda url, buf=buf, tree=tree, path=path, streams=streams:
+                                             Logpipe(workdir, url, "", buf, cs, config_path=path, code_tree=tree,
+                                                     streams=streams)))
         elif "logpipe" in only:
             for tree, tag in trees:
                 for comp in args.compression.split(","):

@@ -22,6 +22,13 @@ fresh stores each (medians; CPU counted until the store's background merges are 
 
     LOGPIPE_VICTORIALOGS_BIN=... .venv/bin/python benchmarks/bench_vl_ingest.py --lines 400000 \
       --batch 8000 --shapes nostreams,mixed,sorted,grouped,window:16000,window:24000 --rounds 3
+
+``--queries`` (with ``--shapes``) also times what an operator asks such a store by service
+(QUERIES, each once to warm up and then 7 times) and its size on disk once stopped: what
+streams by service buy against what they cost at ingest.
+
+    LOGPIPE_VICTORIALOGS_BIN=... .venv/bin/python benchmarks/bench_vl_ingest.py --lines 1000000 \
+      --batch 8000 --shapes nostreams,mixed --rounds 3 --queries
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -164,9 +173,50 @@ def settled_ticks(pid: int, limit_s: float = 20.0) -> int:
     return ticks
 
 
+# --queries: what an operator asks a per-project store, by a service's name (a field either
+# way; a stream filter only where the rows were sent with streams).
+QUERIES = (
+    ("count one service's lines", "service:web | stats count() rows"),
+    ("the same by stream filter", '{service="web"} | stats count() rows'),
+    ("one service's last 100 lines", "service:web | sort by (_time desc) | limit 100"),
+    ("a word in one service", "service:web error | stats count() rows"),
+    ("a word, counted by service", "error | stats by (service) count() rows"),
+)
+
+
+def logsql(url: str, query: str) -> tuple[float, bytes]:
+    """One LogsQL query's wall time in ms and its answer."""
+    data = urllib.parse.urlencode({"query": query}).encode()
+    start = time.perf_counter()
+    with urllib.request.urlopen(url + "/select/logsql/query", data=data, timeout=60) as r:
+        answer = r.read()
+    return (time.perf_counter() - start) * 1000, answer
+
+
+def measure_queries(vl: be.VictoriaLogs, streams: bool, repeats: int = 7) -> dict[str, float | None]:
+    """Median ms of each of QUERIES on a settled store (None: not asked of rows without streams)."""
+    with urllib.request.urlopen(vl.url + "/internal/force_flush", timeout=60) as r:
+        r.read()
+    settled_ticks(vl.server.proc.pid)
+    out: dict[str, float | None] = {}
+    for label, query in QUERIES:
+        if query.startswith("{") and not streams:
+            out[label] = None
+            continue
+        logsql(vl.url, query)  # once to warm the caches: an operator's second look
+        out[label] = statistics.median(logsql(vl.url, query)[0] for _ in range(repeats))
+    return out
+
+
+def disk_mb(path: str) -> float:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 1e6
+
+
 def compare_shapes(binary: str, workdir: str, bodies: list[bytes], args: argparse.Namespace) -> None:
     shapes = {shape: shaped(bodies, shape, args.batch) for shape in args.shapes.split(",")}
     per_run: dict[str, list[float]] = {shape: [] for shape in shapes}
+    queried: dict[str, list[dict[str, float | None]]] = {shape: [] for shape in shapes}
+    sizes: dict[str, list[float]] = {shape: [] for shape in shapes}
     for _ in range(args.rounds):
         for shape, (shape_bodies, query) in shapes.items():
             vl = be.VictoriaLogs(binary, workdir)
@@ -177,9 +227,15 @@ def compare_shapes(binary: str, workdir: str, bodies: list[bytes], args: argpars
                 ticks = settled_ticks(pid) - before
                 if vl.rows() != args.lines:
                     raise SystemExit(f"{shape}: VictoriaLogs took {vl.rows()} rows of {args.lines}")
+                if args.queries:
+                    queried[shape].append(measure_queries(vl, "_stream_fields" in query))
+                    vl.server.stop()  # a SIGTERM writes what it holds in memory to disk
+                    sizes[shape].append(disk_mb(vl.data))
             finally:
                 vl.stop()
             per_run[shape].append(ticks / os.sysconf("SC_CLK_TCK") / args.lines * 1e6)
+    if args.queries:
+        print_queries(queried, sizes, args.rounds)
     base = statistics.median(per_run["mixed"]) if "mixed" in per_run else None
     print(f"| shape | requests | rows per request | VictoriaLogs CPU µs per row (median of {args.rounds}) | per run |"
           + (" ÷ mixed |" if base else ""))
@@ -191,6 +247,19 @@ def compare_shapes(binary: str, workdir: str, bodies: list[bytes], args: argpars
               + (f" {median / base:.2f}x |" if base else ""))
 
 
+def print_queries(queried: dict[str, list[dict[str, float | None]]], sizes: dict[str, list[float]], rounds: int) -> None:
+    print(f"| query (ms, median of 7 after a warm-up; median of {rounds} stores) | " + " | ".join(queried) + " |")
+    print("| --- |" + " ---: |" * len(queried))
+    for label, query in QUERIES:
+        cells = []
+        for runs in queried.values():
+            values = [run[label] for run in runs if run[label] is not None]
+            cells.append(f"{statistics.median(values):.1f}" if values else "-")
+        print(f"| {label}: `{query}` | " + " | ".join(cells) + " |")
+    print("| on disk once stopped, MB | " + " | ".join(f"{statistics.median(v):.1f}" for v in sizes.values()) + " |")
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -198,6 +267,8 @@ def main() -> None:
     ap.add_argument("--concurrency", default="2,4", help="requests in flight, comma list")
     ap.add_argument("--shapes", default="", help="compare row orders instead (see the module docstring), comma list")
     ap.add_argument("--rounds", type=int, default=3, help="with --shapes: fresh stores per shape")
+    ap.add_argument("--queries", action="store_true", help="with --shapes: also time typical queries on each store "
+                    "(QUERIES) and its size on disk")
     args = ap.parse_args()
     binary = os.environ.get("LOGPIPE_VICTORIALOGS_BIN")
     if not binary:
