@@ -95,8 +95,10 @@ class VictoriaLogsSink(_HttpSinkBase, tag="victorialogs"):
     stream_fields: list[str] = field(default_factory=list)
     account_id: NonNegativeInt | None = None
     project_id: NonNegativeInt | None = None
-    # "auto": none when every endpoint is this host (loopback), gzip otherwise. On loopback
-    # gzip costs logpipe ~3 CPU-µs a line and the store the inflate, and saves nothing.
+    # "auto": none for an endpoint on this host or a directly attached network (the sink
+    # asks the routing table once it has resolved the name), gzip through a gateway or a
+    # tunnel. Near, gzip costs logpipe ~3 CPU-µs a line and the store the inflate, and saves
+    # nothing.
     compression: Literal["auto", "none", "gzip"] = "auto"
     # VictoriaLogs ingests in parallel and sorts by _time: two batches in flight let it
     # work while logpipe parses the next one.
@@ -106,10 +108,12 @@ class VictoriaLogsSink(_HttpSinkBase, tag="victorialogs"):
     def __post_init__(self) -> None:
         self.check_endpoints()
 
-    def uses_gzip(self) -> bool:
+    def uses_gzip(self) -> bool | None:
+        """True/False when fixed; None when each endpoint's place decides ("auto" with an
+        endpoint that is not a loopback address)."""
         if self.compression != "auto":
             return self.compression == "gzip"
-        return not all(is_loopback_url(url) for url in self.endpoint_urls())
+        return False if all(is_loopback_url(url) for url in self.endpoint_urls()) else None
 
 
 def is_loopback_url(url: str) -> bool:

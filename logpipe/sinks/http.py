@@ -11,38 +11,81 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
 
 from .base import SendError, Sink
 from .endpoints import EndpointPool, endpoint_fault
 from .http_client import ConnectError, HttpClient
+from .nearness import is_near
 
 __all__ = ["HttpPoster", "HttpSink", "RETRYABLE_STATUS", "Body"]
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RESPONSE_TEXT = 2048
 _PROBE_TIMEOUT_S = 5.0
+# compression "auto": how long the answer "is this endpoint's host near" is kept before its
+# name is resolved and the routing table read again (a container may move).
+_NEARNESS_TTL_S = 300.0
 
 # A request body: bytes, or pieces sent back to back (an uncompressed batch as the buffer
 # holds it: no joined copy, ~3 % of the daemon's CPU at full speed and a batch of memory).
 Body = bytes | list[bytes]
 
 
+async def _first_address(host: str, port: int | None) -> str:
+    """The address a connection to ``host`` tries first."""
+    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return str(found[0][4][0])
+
+
 class HttpPoster:
-    def __init__(self, what: str, timeout_s: float, gzip_level: int | None, ssl_context: ssl.SSLContext | None = None) -> None:
+    """``gzip_level`` compresses every request body; ``by_route`` instead decides per
+    endpoint host: uncompressed when the host is near (nearness.py), gzip level 1 when not."""
+
+    def __init__(self, what: str, timeout_s: float, gzip_level: int | None, ssl_context: ssl.SSLContext | None = None,
+                 *, by_route: bool = False) -> None:
         self._what = what
         self._timeout_s = timeout_s
-        self._gzip_level = gzip_level
+        self._gzip_level = None if by_route else gzip_level
+        self._by_route = by_route
+        self._gzip_by_host: dict[str, tuple[bool, float]] = {}  # host -> (gzip, decided at)
         self.client = HttpClient(ssl_context)  # None: the default verification for https
+        self.log = structlog.get_logger().bind(component=what)
 
     def ndjson_body(self, pieces: list[bytes]) -> Body:
         """A batch's NDJSON pieces as a request body: compressed in one piece, else sent as
-        they are."""
+        they are (``by_route``: compressed in ``post`` if the endpoint wants it)."""
         if self._gzip_level:
             return self.compress(b"".join(pieces))
         return pieces
+
+    async def _gzip_for(self, url: str) -> bool:
+        """``by_route``: whether ``url``'s host is far enough to compress for."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        now = time.monotonic()
+        known = self._gzip_by_host.get(host)
+        if known is not None and now - known[1] < _NEARNESS_TTL_S:
+            return known[0]
+        try:
+            address = await _first_address(host, parts.port)
+        except (OSError, UnicodeError, IndexError):
+            return True  # not resolved now: as any name, not remembered (the send will tell)
+        wants_gzip = not is_near(address)
+        if known is None or known[0] != wants_gzip:
+            self.log.info("compression_chosen", host=host, address=address,
+                          compression="gzip" if wants_gzip else "none",
+                          reason="reached through a gateway or a tunnel" if wants_gzip
+                          else "on this host or a directly attached network")
+        self._gzip_by_host[host] = (wants_gzip, now)
+        return wants_gzip
 
     def compress(self, body: bytes) -> bytes:
         # Level 1: on log text it keeps most of the ratio of level 6 at a third of the CPU.
@@ -51,6 +94,9 @@ class HttpPoster:
     async def post(self, url: str, body: Body, headers: dict[str, str]) -> tuple[int, str]:
         """POST and return (status, text) for a 2xx; raise SendError otherwise."""
         if self._gzip_level:
+            headers = {**headers, "Content-Encoding": "gzip"}
+        elif self._by_route and await self._gzip_for(url):
+            body = gzip.compress(b"".join(body) if isinstance(body, list) else body, compresslevel=1)
             headers = {**headers, "Content-Encoding": "gzip"}
         try:
             resp = await self.client.request("POST", url, body, headers, timeout_s=self._timeout_s)
@@ -90,10 +136,13 @@ class HttpSink(Sink):
 
     health_path = "/"
 
-    def __init__(self, name: str, config: Any, *, gzip: bool, groups: list[list[str]] | None = None,
+    def __init__(self, name: str, config: Any, *, gzip: bool | None, groups: list[list[str]] | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
+        """``gzip``: compress every body (True), none (False), or per endpoint by where it
+        is (None: ``compression = "auto"``)."""
         super().__init__(name)
-        self._http = HttpPoster(f"{self.kind} {name}", config.request_timeout_s, 1 if gzip else None, ssl_context)
+        self._http = HttpPoster(f"{self.kind} {name}", config.request_timeout_s, 1 if gzip else None, ssl_context,
+                                by_route=gzip is None)
         sharded = groups is not None and len(groups) > 1
         self.pools = [
             EndpointPool(name, urls, probe=self.probe_endpoint, backoff_initial_s=config.retry_initial_ms / 1000,

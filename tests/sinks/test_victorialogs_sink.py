@@ -16,18 +16,19 @@ async def serve(handler):
     return await serve_http(("POST", "/insert/jsonline", handler))
 
 
-def test_compression_auto_is_none_for_loopback_and_gzip_for_any_other_host():
+def test_compression_auto_is_none_for_loopback_and_decided_per_endpoint_otherwise():
     def gzip(**kw):
         return VictoriaLogsSink(**kw).uses_gzip()
 
-    assert not gzip(url="http://127.0.0.1:9428")
-    assert not gzip(url="http://localhost:9428")
-    assert not gzip(endpoints=["http://[::1]:9428", "http://127.0.0.2:9428"])
-    assert gzip(url="http://victorialogs:9428")  # a name: cannot tell it is this host
-    assert gzip(endpoints=["http://127.0.0.1:9428", "http://10.0.0.5:9428"])
-    assert not gzip(url="http://10.0.0.5:9428", compression="none")
-    assert gzip(url="http://127.0.0.1:9428", compression="gzip")
+    assert gzip(url="http://127.0.0.1:9428") is False
+    assert gzip(url="http://localhost:9428") is False
+    assert gzip(endpoints=["http://[::1]:9428", "http://127.0.0.2:9428"]) is False
+    assert gzip(url="http://victorialogs:9428") is None  # a name: where it resolves decides (test_nearness.py)
+    assert gzip(endpoints=["http://127.0.0.1:9428", "http://10.0.0.5:9428"]) is None
+    assert gzip(url="http://10.0.0.5:9428", compression="none") is False
+    assert gzip(url="http://127.0.0.1:9428", compression="gzip") is True
     assert VictoriaLogsSink().concurrency == 2
+    assert VictoriaLogs("vl", VictoriaLogsSink(url="http://victorialogs:9428"))._http._by_route
 
 
 def test_request_shape():
