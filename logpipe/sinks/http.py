@@ -50,14 +50,14 @@ class HttpPoster:
     endpoint host: uncompressed when the host is near (nearness.py), gzip level 1 when not."""
 
     def __init__(self, what: str, timeout_s: float, gzip_level: int | None, ssl_context: ssl.SSLContext | None = None,
-                 *, by_route: bool = False) -> None:
+                 *, by_route: bool = False, log_component: str = "sink") -> None:
         self._what = what
         self._timeout_s = timeout_s
         self._gzip_level = None if by_route else gzip_level
         self._by_route = by_route
         self._gzip_by_host: dict[str, tuple[bool, float]] = {}  # host -> (gzip, decided at)
         self.client = HttpClient(ssl_context)  # None: the default verification for https
-        self.log = structlog.get_logger().bind(component=what)
+        self.log = structlog.get_logger().bind(component=log_component)
 
     def ndjson_body(self, pieces: list[bytes]) -> Body:
         """A batch's NDJSON pieces as a request body: compressed in one piece, else sent as
@@ -75,8 +75,8 @@ class HttpPoster:
         if known is not None and now - known[1] < _NEARNESS_TTL_S:
             return known[0]
         try:
-            address = await _first_address(host, parts.port)
-        except (OSError, UnicodeError, IndexError):
+            address = await asyncio.wait_for(_first_address(host, parts.port), self._timeout_s)
+        except (OSError, UnicodeError, IndexError, TimeoutError):
             return True  # not resolved now: as any name, not remembered (the send will tell)
         wants_gzip = not is_near(address)
         if known is None or known[0] != wants_gzip:
@@ -142,7 +142,7 @@ class HttpSink(Sink):
         is (None: ``compression = "auto"``)."""
         super().__init__(name)
         self._http = HttpPoster(f"{self.kind} {name}", config.request_timeout_s, 1 if gzip else None, ssl_context,
-                                by_route=gzip is None)
+                                by_route=gzip is None, log_component=f"sink.{name}")
         sharded = groups is not None and len(groups) > 1
         self.pools = [
             EndpointPool(name, urls, probe=self.probe_endpoint, backoff_initial_s=config.retry_initial_ms / 1000,

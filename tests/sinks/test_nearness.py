@@ -1,6 +1,8 @@
 """compression = "auto": which store addresses count as near (no gzip), from routing tables
 as Linux prints them, and the sink choosing per endpoint against a real loopback server."""
 
+import asyncio
+
 import orjson
 import pytest
 from aiohttp import web
@@ -170,3 +172,19 @@ def test_a_real_victorialogs_stores_what_auto_sends_near_and_far(tmp_path, monke
         server.stop()
     assert sorted(row["_msg"] for row in stored) == sorted(f"auto seq={i}" for i in range(50))
     assert {row["service"] for row in stored} == {"near" if near else "far"}
+
+
+def test_a_resolver_that_does_not_answer_is_bounded_by_the_request_timeout(monkeypatch):
+    async def hanging(host, port):
+        await asyncio.Event().wait()  # a resolver that never answers
+
+    monkeypatch.setattr(http_module, "_first_address", hanging)
+
+    async def scenario():
+        poster = HttpPoster("victorialogs test", 0.2, None, by_route=True)
+        try:
+            return await asyncio.wait_for(poster._gzip_for("http://victorialogs:9428/x"), 10)
+        finally:
+            await poster.close()
+
+    assert run_async(scenario) is True
